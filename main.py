@@ -1,0 +1,290 @@
+"""Train and evaluate the Adaptive Co-attention Network (Zhang et al., AAAI 2018) on Twitter-2015.
+
+    python main.py --do_train --do_eval                 # train, keep the best dev checkpoint, score it on test
+    python main.py --do_eval                            # score the checkpoint in --model_dir again
+    python main.py --do_predict --pred_file tweets.txt  # tag a file with that checkpoint
+"""
+import argparse
+import dataclasses
+import json
+import logging
+import os
+import platform
+import sys
+import time
+
+import torch
+
+import data_loader as data
+import trainer
+import utils
+from model import ACN, ModelConfig
+
+logger = logging.getLogger(__name__)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Arguments: impossible values stop here, before any data is read.
+
+def positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def non_negative_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def positive_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    return value
+
+
+def int_list(text):
+    try:
+        values = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers such as 2,3,4, got {text!r}") from None
+    if not values or min(values) <= 0:
+        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers such as 2,3,4, got {text!r}")
+    return values
+
+
+def build_parser():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    a = p.add_argument
+    # what to do
+    a("--do_train", action="store_true", help="train on --train_file, keep the best checkpoint on --dev_file")
+    a("--do_eval", action="store_true", help="score the best checkpoint on --dev_file and --test_file")
+    a("--do_predict", action="store_true", help="tag --pred_file with the best checkpoint")
+    a("--pred_file", help="IMGID-CoNLL file to tag with --do_predict (tags optional; scored when present)")
+    # where things are
+    a("--data_dir", default="./data", help="folder with the train/dev/test files and the image-feature file")
+    a("--model_dir", default="./model", help="where the checkpoint, config.json, metrics.json and predictions go")
+    a("--wordvec_dir", default="./wordvec", help="folder of the pretrained word-vector file")
+    a("--vocab_dir", default="./vocab", help="where the vocabulary is written (training) and read (evaluation)")
+    a("--train_file", default="train", help="training file name inside --data_dir")
+    a("--dev_file", default="dev", help="development file name inside --data_dir")
+    a("--test_file", default="test", help="test file name inside --data_dir")
+    a("--w2v_file", default="word_vector_200d.vec", help="word vectors inside --wordvec_dir (GloVe/word2vec text)")
+    a("--img_feature_file", default="img_vgg_features.pt",
+      help="image id -> (49, 512) VGG16 pool5 features inside --data_dir (save_vgg_feature.py writes it)")
+    a("--offline", action="store_true", help="never download a missing file; stop with a message instead")
+    # data sizes
+    a("--max_seq_len", type=positive_int, default=35, help="tweets are truncated to this many words for training "
+      "only; evaluation and prediction tag every token")
+    a("--max_word_len", type=positive_int, default=30, help="characters per word seen by the char CNN")
+    a("--word_vocab_size", type=positive_int, default=23204, help="cap on the word vocabulary (with [PAD], [UNK])")
+    a("--char_vocab_size", type=positive_int, default=102, help="cap on the char vocabulary (with [PAD], [UNK])")
+    a("--vocab_from", choices=["all", "train"], default="all", help="build the vocab from train+dev+test as the "
+      "paper's code does (all), or from train only (a stricter protocol)")
+    # model
+    a("--word_emb_dim", type=positive_int, default=200, help="word embedding size")
+    a("--char_emb_dim", type=positive_int, default=30, help="character embedding size")
+    a("--final_char_dim", type=positive_int, default=50, help="size of the char-CNN word representation")
+    a("--hidden_dim", type=positive_int, default=200, help="BiLSTM output size k (k/2 per direction); must be even")
+    a("--kernel_lst", type=int_list, default=[2, 3, 4], help="char-CNN kernel widths, comma-separated")
+    a("--num_filters", type=positive_int, default=32, help="char-CNN filters per kernel width")
+    a("--attention", choices=["concat", "additive"], default="concat", help="concat: the paper's equations; "
+      "additive: w.tanh(W_v v + W_h h + b), where the word conditions the attention")
+    a("--no_img", action="store_true", help="text-only ablation (BiLSTM-CNN-CRF): no image features needed")
+    a("--no_w2v", action="store_true", help="random word embeddings (uniform +-0.25) instead of --w2v_file")
+    a("--feature_dtype", choices=["float16", "float32"], default="float16",
+      help="how image features are kept in memory (float16 halves it; batches are computed in float32)")
+    # training
+    a("--seed", type=int, default=7, help="random seed")
+    a("--train_batch_size", type=positive_int, default=16, help="tweets per training step")
+    a("--eval_batch_size", type=positive_int, default=32, help="tweets per evaluation batch")
+    a("--optimizer", choices=["adam", "rmsprop"], default="adam", help="optimizer")
+    a("--learning_rate", type=positive_float, default=0.001, help="learning rate")
+    a("--num_train_epochs", type=positive_int, default=5, help="training epochs")
+    a("--logging_steps", type=non_negative_int, default=0, help="also evaluate dev every N steps (0: per epoch only)")
+    a("--no_cuda", action="store_true", help="run on the CPU even when CUDA is available")
+    a("--threads", type=positive_int, default=None, help="CPU threads for torch (default: torch's choice)")
+    a("--no_progress", action="store_true", help="no tqdm progress bars")
+    a("--verbose", action="store_true", help="debug logging (lists, e.g., image ids without features)")
+    return p
+
+
+def parse_args(argv=None):
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not (args.do_train or args.do_eval or args.do_predict):
+        parser.error("nothing to do: give --do_train, --do_eval and/or --do_predict")
+    if args.hidden_dim % 2:
+        parser.error(f"argument --hidden_dim: must be even (two LSTM directions of k/2), got {args.hidden_dim}")
+    if args.word_vocab_size < 3 or args.char_vocab_size < 3:
+        parser.error("arguments --word_vocab_size/--char_vocab_size: must leave room for [PAD], [UNK] and one entry")
+    if args.do_predict and not args.pred_file:
+        parser.error("--do_predict needs --pred_file")
+    return args
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Files: found locally, or downloaded from their public location when they have one.
+
+def resource_path(path, url, check, avoid_hint, offline):
+    """Return `path`, downloading it from `url` first if it is missing (and a URL is known)."""
+    if os.path.isfile(path) or url is None:
+        return path
+    if offline:
+        raise utils.DownloadError(f"{path} is missing and --offline forbids downloading it from {url}.\n"
+                                  f"  Put the file there, or: {avoid_hint}")
+    return utils.download(url, path, check=check, avoid_hint=avoid_hint)
+
+
+def data_path(args, file_name):
+    known = {"train", "dev", "test"}
+    url = utils.TWITTER2015_URL.format(split=file_name) if file_name in known else None
+    return resource_path(os.path.join(args.data_dir, file_name), url, lambda p: data.read_tweets(p),
+                         "point --data_dir at a folder that holds the Twitter-2015 files", args.offline)
+
+
+def feature_path(args):
+    url = utils.VGG_FEATURES_URL if args.img_feature_file == "img_vgg_features.pt" else None
+    return resource_path(os.path.join(args.data_dir, args.img_feature_file), url, utils.check_torch_zip,
+                         "extract features with save_vgg_feature.py, or train text-only with --no_img",
+                         args.offline)
+
+
+def wordvec_path(args):
+    url = utils.WORD_VECTORS_URL if args.w2v_file == "word_vector_200d.vec" else None
+    return resource_path(os.path.join(args.wordvec_dir, args.w2v_file), url, utils.check_text_lines,
+                         "train with random word embeddings: --no_w2v", args.offline)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+
+def model_config(args, vocab):
+    return ModelConfig(num_words=len(vocab.words), num_chars=len(vocab.chars), num_tags=len(vocab.tags),
+                       word_emb_dim=args.word_emb_dim, char_emb_dim=args.char_emb_dim,
+                       final_char_dim=args.final_char_dim, kernel_sizes=tuple(args.kernel_lst),
+                       num_filters=args.num_filters, hidden_dim=args.hidden_dim, use_image=not args.no_img,
+                       attention=args.attention)
+
+
+def run(args):
+    utils.init_logger(args.verbose)
+    utils.set_seed(args.seed)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device("cuda" if torch.cuda.is_available() and not args.no_cuda else "cpu")
+    logger.info("Device: %s", device)
+    wall_start = time.time()
+
+    # 1. Data files and vocabulary
+    names = {"train": args.train_file, "dev": args.dev_file, "test": args.test_file}
+    needed = ["train", "dev", "test"] if args.do_train or args.do_eval else []
+    splits = {name: data.read_split(name, data_path(args, names[name])) for name in needed}
+    if args.do_predict:
+        splits["predict"] = data.read_split("predict", args.pred_file)
+    if args.do_train:
+        sources = ["train", "dev", "test"] if args.vocab_from == "all" else ["train"]
+        vocab = data.build_vocab([splits[s].tweets for s in sources], splits["train"].tweets,
+                                 args.word_vocab_size, args.char_vocab_size, sources)
+        vocab.save(args.vocab_dir)
+        logger.info("Vocab from %s: %d words, %d chars, tags %s (written to %s)", "+".join(sources),
+                    len(vocab.words), len(vocab.chars), vocab.tags, args.vocab_dir)
+    else:
+        vocab = data.Vocab.load(args.vocab_dir)
+    for split in splits.values():
+        if split.name != "train":
+            data.check_tags_known(split.path, split.tweets, vocab)
+    if args.do_train and not any(t != "O" for t in vocab.tags):
+        logger.warning("%s has no entities: the model can only learn to predict O", splits["train"].path)
+
+    # 2. Image features for every tweet of every split in use
+    features = None
+    if not args.no_img:
+        all_ids = [img_id for split in splits.values() for img_id in split.img_ids]
+        dtype = torch.float16 if args.feature_dtype == "float16" else torch.float32
+        features = data.load_image_features(feature_path(args), all_ids, dtype)
+
+    for split in splits.values():
+        limit = args.max_seq_len if split.name == "train" else None  # only training truncates
+        split.examples = data.encode_tweets(split.tweets, vocab, args.max_word_len, features, limit)
+
+    config = model_config(args, vocab)
+    os.makedirs(args.model_dir, exist_ok=True)
+    checkpoint = os.path.join(args.model_dir, trainer.CHECKPOINT_FILE)
+    metrics_path = os.path.join(args.model_dir, "metrics.json")
+    metrics = {}
+    if os.path.isfile(metrics_path) and not args.do_train:
+        with open(metrics_path, encoding="utf-8") as f:
+            metrics = json.load(f)
+
+    # 3. Training
+    if args.do_train:
+        word_vectors = None
+        if not args.no_w2v:
+            word_vectors = data.load_word_vectors(wordvec_path(args), vocab, args.word_emb_dim, seed=args.seed)
+        model = ACN(config, word_vectors).to(device)
+        run_config = {**vars(args), "model_config": dataclasses.asdict(config), "device": str(device),
+                      "torch": torch.__version__, "python": platform.python_version(),
+                      "vocab": {"words": len(vocab.words), "chars": len(vocab.chars), "tags": vocab.tags,
+                                "built_from": vocab.built_from},
+                      "data": {name: dataclasses.asdict(split.stats) for name, split in splits.items()},
+                      "missing_image_features": len(features.missing_ids) if features is not None else None}
+        utils.atomic_write_text(os.path.join(args.model_dir, "config.json"), json.dumps(run_config, indent=2))
+        summary = trainer.train(model, splits["train"].examples, splits["dev"], vocab, features,
+                                model_dir=args.model_dir, optimizer_name=args.optimizer,
+                                learning_rate=args.learning_rate, epochs=args.num_train_epochs,
+                                batch_size=args.train_batch_size, eval_batch_size=args.eval_batch_size,
+                                logging_steps=args.logging_steps, seed=args.seed, device=device,
+                                progress=not args.no_progress)
+        metrics = {"best_epoch": summary["best"]["epoch"], "best_step": summary["best"]["step"],
+                   "dev": summary["best"]["dev"], "history": summary["history"],
+                   "train_seconds": summary["train_seconds"], "interrupted": summary["interrupted"]}
+        utils.atomic_write_text(metrics_path, json.dumps(metrics, indent=2))
+        if summary["interrupted"]:
+            logger.warning("Training was interrupted; skipping evaluation. Evaluate the saved checkpoint with "
+                           "--do_eval.")
+            return 130
+
+    # 4. Evaluation of the best checkpoint
+    if args.do_eval or args.do_predict:
+        model, saved = trainer.load_checkpoint(checkpoint, vocab, config, device)
+        logger.info("Loaded %s (epoch %s, dev F1 %.2f)", checkpoint, saved["epoch"], 100 * saved["dev_f1"])
+    if args.do_eval:
+        for name in ("dev", "test"):
+            result, predicted = trainer.evaluate(model, splits[name], vocab, features, args.eval_batch_size, device,
+                                                 not args.no_progress)
+            logger.info("\n%s", trainer.format_metrics(name, result))
+            metrics[name] = result
+            trainer.write_predictions(os.path.join(args.model_dir, f"{name}_predictions.txt"), splits[name].tweets,
+                                      predicted)
+        metrics["best_epoch"] = saved["epoch"]
+        metrics["best_step"] = saved["step"]
+        metrics["wall_seconds"] = round(time.time() - wall_start, 2)
+        utils.atomic_write_text(metrics_path, json.dumps(metrics, indent=2))
+        logger.info("Wrote %s and the predictions to %s", metrics_path, args.model_dir)
+    return 0
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    try:
+        return run(args)
+    except (data.DataError, trainer.CheckpointError, utils.DownloadError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,259 @@
+"""The Adaptive Co-attention Network (ACN) for named entity recognition in tweets with images.
+
+Zhang, Fu, Liu, Huang. "Adaptive Co-attention Network for Named Entity Recognition in Tweets". AAAI 2018.
+https://ojs.aaai.org/index.php/AAAI/article/view/11962
+
+Read top to bottom, the modules follow the paper: character CNN and BiLSTM (the text encoder), the image regions
+projected to the hidden size, word-guided visual attention, image-guided textual attention, gated multimodal
+fusion, the filtration gate, and a CRF. Section numbers refer to docs/acn-model.md in the README.
+
+Shapes: B tweets in a batch, S words (the longest tweet of the batch), C characters (the longest word),
+R = 49 image regions, k = hidden size, T = number of tags.
+
+About the attention (section 3-4): the paper scores `w . tanh([W_V v_i ; W_H h_t + b])`. The tanh acts on each half
+of the concatenation separately, so the score is a region term plus a word term, and the softmax over regions
+cancels the word term. The "concat" attention below computes exactly these scores in factored form: one term per
+region, one per word, added by broadcasting into (B, S, R), instead of building the (B, S, R, 2k) tensor. The
+"additive" variant, `w . tanh(W_V v_i + W_H h_t + b)`, lets the word condition the attention; it needs the
+(B, S, R, k) tensor by construction.
+"""
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
+from torchcrf import CRF
+
+
+@dataclass
+class ModelConfig:
+    num_words: int
+    num_chars: int
+    num_tags: int
+    word_emb_dim: int = 200
+    char_emb_dim: int = 30
+    final_char_dim: int = 50
+    kernel_sizes: tuple = (2, 3, 4)
+    num_filters: int = 32
+    hidden_dim: int = 200
+    region_dim: int = 512
+    use_image: bool = True
+    attention: str = "concat"    # "concat" (the paper's equations) or "additive"
+    char_dropout: float = 0.25
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 1. Text encoder
+
+class CharCNN(nn.Module):
+    """Character-level word representation: char embeddings, convolutions of widths 2/3/4, tanh, max over positions,
+    then 96 -> 100 (ReLU, dropout) -> 50 as in the seed PyTorch implementation (the authors' Keras code stacks
+    three conv/pool layers instead). Windows start at every real character of the word and read zero (pad)
+    embeddings past its end, so a word's representation does not depend on how far the batch pads words."""
+
+    def __init__(self, num_chars, char_emb_dim, kernel_sizes, num_filters, out_dim, dropout):
+        super().__init__()
+        self.char_emb = nn.Embedding(num_chars, char_emb_dim, padding_idx=0)
+        nn.init.uniform_(self.char_emb.weight, -0.25, 0.25)
+        with torch.no_grad():
+            self.char_emb.weight[0].zero_()
+        self.kernel_sizes = tuple(kernel_sizes)
+        self.convs = nn.ModuleList(nn.Conv1d(char_emb_dim, num_filters, k) for k in self.kernel_sizes)
+        self.dropout = nn.Dropout(dropout)
+        self.project = nn.Sequential(nn.Linear(num_filters * len(self.kernel_sizes), 100), nn.ReLU(),
+                                     nn.Dropout(dropout), nn.Linear(100, out_dim))
+
+    def forward(self, char_ids):
+        B, S, C = char_ids.shape
+        chars = char_ids.view(B * S, C)                                    # (B*S, C)
+        char_mask = chars != 0                                             # (B*S, C)
+        embedded = self.char_emb(chars).transpose(1, 2)                    # (B*S, E, C) channels first for conv
+        pooled = []
+        for k, conv in zip(self.kernel_sizes, self.convs):
+            windows = torch.tanh(conv(F.pad(embedded, (0, k - 1))))        # (B*S, F, C) one window per start char
+            windows = windows.masked_fill(~char_mask[:, None, :], float("-inf"))
+            pooled.append(windows.amax(dim=2))                             # (B*S, F)
+        word_feats = torch.cat(pooled, dim=1)                              # (B*S, F * len(kernels))
+        word_feats = word_feats.masked_fill(~char_mask.any(dim=1, keepdim=True), 0.0)  # pad words have no chars
+        return self.project(self.dropout(word_feats)).view(B, S, -1)      # (B, S, out_dim)
+
+
+class TextEncoder(nn.Module):
+    """x_t = [word_emb_t ; char_rep_t], then a BiLSTM; h_t joins both directions (k/2 each). Packed sequences:
+    the backward direction of a tweet starts at its last real word, never at padding."""
+
+    def __init__(self, num_words, word_emb_dim, char_cnn, char_dim, hidden_dim, word_vectors=None):
+        super().__init__()
+        self.word_emb = nn.Embedding(num_words, word_emb_dim, padding_idx=0)
+        if word_vectors is not None:
+            self.word_emb.weight.data.copy_(word_vectors)
+        else:
+            nn.init.uniform_(self.word_emb.weight, -0.25, 0.25)
+            with torch.no_grad():
+                self.word_emb.weight[0].zero_()
+        self.char_cnn = char_cnn
+        self.lstm = nn.LSTM(word_emb_dim + char_dim, hidden_dim // 2, batch_first=True, bidirectional=True)
+
+    def forward(self, word_ids, char_ids, word_mask):
+        S = word_ids.size(1)
+        x = torch.cat([self.word_emb(word_ids), self.char_cnn(char_ids)], dim=-1)  # (B, S, word_dim + char_dim)
+        lengths = word_mask.sum(dim=1).cpu()
+        packed = pack_padded_sequence(x, lengths, batch_first=True, enforce_sorted=False)
+        h, _ = pad_packed_sequence(self.lstm(packed)[0], batch_first=True, total_length=S)  # (B, S, k), 0 at pads
+        return h
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 2. Image regions: ṽ_i = tanh(W_I v_i + b_I)
+
+class RegionProjection(nn.Module):
+    def __init__(self, region_dim, hidden_dim):
+        super().__init__()
+        self.linear = nn.Linear(region_dim, hidden_dim)
+
+    def forward(self, region_feats):
+        return torch.tanh(self.linear(region_feats))  # (B, R, 512) -> (B, R, k)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 3-4. The two attentions share one scoring form: items (regions or words) are scored against a query per word.
+
+class CoAttentionScore(nn.Module):
+    """Scores of every item for every query word, (B, S, N).
+
+    concat:   score_{t,i} = w · tanh([W_item item_i ; W_query query_t + b_query]) + b
+                          = w_item · tanh(W_item item_i) + w_query · tanh(W_query query_t + b_query) + b
+    additive: score_{t,i} = w · tanh(W_item item_i + W_query query_t + b_query) + b
+    """
+
+    def __init__(self, hidden_dim, attention):
+        super().__init__()
+        self.attention = attention
+        self.item_proj = nn.Linear(hidden_dim, hidden_dim, bias=False)  # W_V (visual) or W_X (textual)
+        self.query_proj = nn.Linear(hidden_dim, hidden_dim)             # W_H, b_H (visual) or W_Q, b_Q (textual)
+        width = 2 * hidden_dim if attention == "concat" else hidden_dim
+        self.score = nn.Linear(width, 1)                                # w_α, b_α or w_β, b_β
+
+    def forward(self, items, queries):
+        k = items.size(-1)
+        if self.attention == "concat":
+            w_item, w_query = self.score.weight[0, :k], self.score.weight[0, k:]  # the two halves of w
+            item_term = torch.tanh(self.item_proj(items)) @ w_item                  # (B, N)
+            query_term = torch.tanh(self.query_proj(queries)) @ w_query + self.score.bias  # (B, S)
+            return query_term[:, :, None] + item_term[:, None, :]                   # (B, S, N)
+        hidden = torch.tanh(self.query_proj(queries)[:, :, None, :] + self.item_proj(items)[:, None, :, :])  # (B, S, N, k)
+        return self.score(hidden).squeeze(-1)                                        # (B, S, N)
+
+
+class WordGuidedVisualAttention(nn.Module):
+    """Section 3: α_{t,i} = softmax_i(score(ṽ_i, h_t)),  v̂_t = Σ_i α_{t,i} ṽ_i."""
+
+    def __init__(self, hidden_dim, attention):
+        super().__init__()
+        self.scores = CoAttentionScore(hidden_dim, attention)
+
+    def forward(self, regions, words):
+        alpha = torch.softmax(self.scores(regions, words), dim=-1)  # (B, S, R)
+        return alpha @ regions, alpha                               # (B, S, k), (B, S, R)
+
+
+class ImageGuidedTextualAttention(nn.Module):
+    """Section 4: β_{t,j} = softmax_j(score(h_j, v̂_t)) over the real words j,  ĥ_t = Σ_j β_{t,j} h_j."""
+
+    def __init__(self, hidden_dim, attention):
+        super().__init__()
+        self.scores = CoAttentionScore(hidden_dim, attention)
+
+    def forward(self, words, attended_regions, word_mask):
+        scores = self.scores(words, attended_regions)                         # (B, S, S) query t, item j
+        scores = scores.masked_fill(~word_mask[:, None, :], float("-inf"))    # pads are never attended
+        beta = torch.softmax(scores, dim=-1)                                  # (B, S, S)
+        return beta @ words, beta                                             # (B, S, k), (B, S, S)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 5. Gated multimodal fusion
+
+class GatedMultimodalFusion(nn.Module):
+    """hv_t = tanh(W_v v̂_t + b_v),  hw_t = tanh(W_w ĥ_t + b_w),  g_t = σ(w_g · [hv_t ; hw_t] + b_g),
+    m_t = g_t hv_t + (1 - g_t) hw_t."""
+
+    def __init__(self, hidden_dim):
+        super().__init__()
+        self.visual = nn.Linear(hidden_dim, hidden_dim)
+        self.textual = nn.Linear(hidden_dim, hidden_dim)
+        self.gate = nn.Linear(2 * hidden_dim, 1)
+
+    def forward(self, attended_regions, attended_words):
+        hv = torch.tanh(self.visual(attended_regions))                  # (B, S, k)
+        hw = torch.tanh(self.textual(attended_words))                   # (B, S, k)
+        g = torch.sigmoid(self.gate(torch.cat([hv, hw], dim=-1)))       # (B, S, 1)
+        return g * hv + (1 - g) * hw                                    # (B, S, k)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# 6. Filtration gate and emission scores
+
+class FiltrationGate(nn.Module):
+    """s_t = σ(w_s · [W_sh h_t ; W_sm m_t + b_sm] + b_s),  u_t = s_t tanh(W_m m_t + b_m),
+    e_t = W_e [h_t ; u_t] + b_e. The paper leaves open how the 2k-d vector becomes a gate; as the seed
+    implementation, a linear map w_s to one scalar per word."""
+
+    def __init__(self, hidden_dim, num_tags):
+        super().__init__()
+        self.text = nn.Linear(hidden_dim, hidden_dim, bias=False)     # W_sh
+        self.multimodal = nn.Linear(hidden_dim, hidden_dim)           # W_sm, b_sm
+        self.gate = nn.Linear(2 * hidden_dim, 1)                      # w_s, b_s
+        self.filtered = nn.Linear(hidden_dim, hidden_dim)             # W_m, b_m
+        self.emission = nn.Linear(2 * hidden_dim, num_tags)           # W_e, b_e
+
+    def forward(self, words, multimodal):
+        s = torch.sigmoid(self.gate(torch.cat([self.text(words), self.multimodal(multimodal)], dim=-1)))  # (B, S, 1)
+        u = s * torch.tanh(self.filtered(multimodal))                  # (B, S, k)
+        return self.emission(torch.cat([words, u], dim=-1))           # (B, S, T)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The whole network, with 7. the CRF
+
+class ACN(nn.Module):
+    def __init__(self, config: ModelConfig, word_vectors=None):
+        super().__init__()
+        self.config = config
+        k = config.hidden_dim
+        char_cnn = CharCNN(config.num_chars, config.char_emb_dim, config.kernel_sizes, config.num_filters,
+                           config.final_char_dim, config.char_dropout)
+        self.text_encoder = TextEncoder(config.num_words, config.word_emb_dim, char_cnn, config.final_char_dim, k,
+                                        word_vectors)
+        if config.use_image:
+            self.region_projection = RegionProjection(config.region_dim, k)
+            self.visual_attention = WordGuidedVisualAttention(k, config.attention)
+            self.textual_attention = ImageGuidedTextualAttention(k, config.attention)
+            self.fusion = GatedMultimodalFusion(k)
+            self.filtration = FiltrationGate(k, config.num_tags)
+        else:  # the text-only ablation: BiLSTM-CRF with character features
+            self.emission = nn.Linear(k, config.num_tags)
+        self.crf = CRF(config.num_tags, batch_first=True)
+
+    def forward(self, batch):
+        """Emission scores (B, S, T) and the attention maps (None for the text-only model)."""
+        words = self.text_encoder(batch.word_ids, batch.char_ids, batch.word_mask)       # (B, S, k)
+        if not self.config.use_image:
+            return self.emission(words), None
+        regions = self.region_projection(batch.region_feats)                             # (B, R, k)
+        attended_regions, alpha = self.visual_attention(regions, words)                  # (B, S, k), (B, S, R)
+        attended_words, beta = self.textual_attention(words, attended_regions, batch.word_mask)  # (B, S, k)
+        multimodal = self.fusion(attended_regions, attended_words)                       # (B, S, k)
+        return self.filtration(words, multimodal), {"visual": alpha, "textual": beta}
+
+    def loss(self, batch):
+        """Negative log-likelihood of the gold tags, averaged over the tweets of the batch."""
+        emissions, _ = self(batch)
+        return -self.crf(emissions, batch.tag_ids, mask=batch.word_mask, reduction="mean")
+
+    @torch.no_grad()
+    def decode(self, batch):
+        """Viterbi tag ids for every real token: one list per tweet."""
+        emissions, _ = self(batch)
+        return self.crf.decode(emissions, mask=batch.word_mask)
