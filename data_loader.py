@@ -5,11 +5,14 @@ Nothing here drops data silently: every substitution (a missing tag read as O, a
 an unknown word) is counted and reported, and anything malformed stops with a DataError that names the file
 and line (or the image id) and says what to do.
 """
+import ctypes
 import json
 import logging
 import math
+import mmap
 import os
 import re
+import sys
 from collections import Counter
 from dataclasses import dataclass, field
 
@@ -313,19 +316,51 @@ def load_word_vectors(path, vocab, dim, max_bad_fraction=0.01, seed=7):
 # ----------------------------------------------------------------------------------------------------------------
 # Image features
 
+def _release_pages(tensor):
+    """Let the kernel take back the resident pages of a tensor that views a memory-mapped, read-only file.
+
+    The data stays in the OS page cache (evictable), so the next read of the tensor costs a page fault, not a disk
+    read; the process's resident memory no longer holds it. Only call this on views of a file mapping: on ordinary
+    memory MADV_DONTNEED would discard the data."""
+    if _LIBC is None:
+        return
+    start = tensor.untyped_storage().data_ptr() + tensor.storage_offset() * tensor.element_size()
+    end = start + tensor.numel() * tensor.element_size()
+    first, last = -(-start // _PAGE) * _PAGE, end // _PAGE * _PAGE  # whole pages inside the tensor only
+    if last > first:
+        _LIBC.madvise(ctypes.c_void_p(first), ctypes.c_size_t(last - first), _MADV_DONTNEED)
+
+
+_PAGE = mmap.PAGESIZE
+_MADV_DONTNEED = 4
+_LIBC = ctypes.CDLL(None) if sys.platform.startswith("linux") else None
+
+
 @dataclass
 class FeatureTable:
-    """All image features in one tensor. Row 0 is the zero feature given to tweets whose image has none."""
-    regions: torch.Tensor     # (num_images + 1, 49, 512), stored in float16 or float32
+    """The image features of a run, one (49, 512) tensor per image, and row 0 the zero feature given to tweets
+    whose image has none. The tensors are views of the memory-mapped feature file: nothing is copied at load, a
+    batch gathers its rows (converted to float32) and then releases their pages, so the ~0.4-0.8 GB of features
+    live in the OS page cache rather than in the process."""
+    regions: list             # row -> (49, 512) tensor (a view of the mapped file, or of memory if not mappable)
     row_of: dict              # image id (str) -> row
     missing_ids: list         # ids asked for and not in the file
+    mapped: bool = False      # the views point into a file mapping, so their pages may be released
 
     def rows(self, img_ids):
         return [self.row_of.get(img_id, 0) for img_id in img_ids]
 
+    def gather(self, rows):
+        region_feats = torch.stack([self.regions[row] for row in rows]).float()  # (B, 49, 512)
+        if self.mapped:
+            for row in rows:
+                if row:
+                    _release_pages(self.regions[row])
+        return region_feats
+
 
 def _as_regions(path, img_id, value):
-    """Check one feature and return it as (49, 512), regions in row-major order of the 7 x 7 grid."""
+    """Check one feature and return it as a (49, 512) view, regions in row-major order of the 7 x 7 grid."""
     if not isinstance(value, torch.Tensor):
         raise DataError(f"{path}: the feature of image id {img_id!r} is a {type(value).__name__}, not a tensor. "
                         f"Re-extract the features with save_vgg_feature.py.")
@@ -333,7 +368,7 @@ def _as_regions(path, img_id, value):
         raise DataError(f"{path}: the feature of image id {img_id!r} has dtype {value.dtype}; expected float16 or "
                         f"float32. Re-extract it with save_vgg_feature.py.")
     if tuple(value.shape) == (REGION_DIM, 7, 7):
-        value = value.reshape(REGION_DIM, NUM_REGIONS).t()  # (49, 512)
+        value = value.reshape(REGION_DIM, NUM_REGIONS).t()  # (49, 512), a view: region r is grid cell (r // 7, r % 7)
     elif tuple(value.shape) != (NUM_REGIONS, REGION_DIM):
         raise DataError(f"{path}: the feature of image id {img_id!r} has shape {tuple(value.shape)}; expected "
                         f"(49, 512) or (512, 7, 7) (VGG16 pool5). Re-extract it with save_vgg_feature.py.")
@@ -343,17 +378,21 @@ def _as_regions(path, img_id, value):
     return value
 
 
-def load_image_features(path, img_ids, dtype=torch.float16):
-    """Load the features of `img_ids` from a torch file mapping image id -> (49, 512) or (512, 7, 7) tensor.
-
-    Keys may be ints or strings; they are matched as strings. Features are stored as `dtype` (float16 halves the
-    memory; batches are converted to float32). Ids with no feature get the zero row and are counted.
-    """
+def load_image_features(path, img_ids):
+    """Open the features of `img_ids` in a torch file mapping image id -> (49, 512) or (512, 7, 7) tensor
+    (float16 or float32; keys ints or strings, matched as strings). Every feature used is checked (shape, dtype,
+    finite values). Ids with no feature get the zero row and are counted."""
     if not os.path.isfile(path):
         raise DataError(f"{path}: image-feature file not found. Extract it with save_vgg_feature.py, pass "
                         f"--img_feature_file, or train text-only with --no_img.")
+    mapped = True
     try:
-        stored = torch.load(path, map_location="cpu", weights_only=True)
+        try:
+            stored = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as exc:
+            if "mmap" not in str(exc):
+                raise
+            mapped, stored = False, torch.load(path, map_location="cpu", weights_only=True)  # legacy torch format
     except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad file; all mean the same to a user
         raise DataError(f"{path}: not a readable torch file ({type(exc).__name__}: {str(exc)[:200]}). Re-extract it "
                         f"with save_vgg_feature.py or download it again.") from None
@@ -365,17 +404,18 @@ def load_image_features(path, img_ids, dtype=torch.float16):
     present = [img_id for img_id in wanted if img_id in by_id]
     missing = [img_id for img_id in wanted if img_id not in by_id]
 
-    regions = torch.zeros(len(present) + 1, NUM_REGIONS, REGION_DIM, dtype=dtype)
-    for row, img_id in enumerate(present, start=1):
-        regions[row] = _as_regions(path, img_id, stored.pop(by_id[img_id]))  # pop: frees each source as we go
-    del stored
+    regions = [torch.zeros(NUM_REGIONS, REGION_DIM)]
+    for img_id in present:
+        regions.append(_as_regions(path, img_id, stored[by_id[img_id]]))
+        if mapped:
+            _release_pages(regions[-1])  # the check above read it; give the pages back
     row_of = {img_id: row for row, img_id in enumerate(present, start=1)}
     if missing:
         logger.warning("%s: %d of %d image ids have no feature; their tweets get a zero feature and stay in the data"
                        "%s", path, len(missing), len(wanted), "" if logger.isEnabledFor(logging.DEBUG)
                        else " (--verbose lists them)")
         logger.debug("Image ids without a feature: %s", " ".join(missing))
-    return FeatureTable(regions, row_of, missing)
+    return FeatureTable(regions, row_of, missing, mapped)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -383,12 +423,12 @@ def load_image_features(path, img_ids, dtype=torch.float16):
 
 @dataclass
 class Example:
-    """One tweet as vocabulary indices (already truncated for training if asked)."""
-    index: int           # position of the tweet in its file
-    word_ids: list
-    char_ids: list       # one list of char ids per word, at most max_word_len long
-    tag_ids: list        # -1 for a gold tag the model does not know
-    feature_row: int     # row in the FeatureTable (0 = zero feature)
+    """One tweet as tensors of vocabulary indices (already truncated for training if asked)."""
+    index: int                # position of the tweet in its file
+    word_ids: torch.Tensor    # (L,)
+    char_ids: torch.Tensor    # (L, longest word of the tweet, at most max_word_len)
+    tag_ids: torch.Tensor     # (L,), -1 for a gold tag the model does not know
+    feature_row: int          # row in the FeatureTable (0 = zero feature)
 
 
 def encode_tweets(tweets, vocab, max_word_len, features=None, max_seq_len=None):
@@ -406,9 +446,11 @@ def encode_tweets(tweets, vocab, max_word_len, features=None, max_seq_len=None):
             truncated += 1
         word_ids = [vocab.word_index.get(normalize_token(tok), unk_word) for tok in tokens]
         unknown_words += word_ids.count(unk_word)
-        char_ids = [[vocab.char_index.get(c, unk_char) for c in tok[:max_word_len]] for tok in tokens]
-        tag_ids = [vocab.tag_index.get(tag, -1) for tag in tags]
-        examples.append(Example(index, word_ids, char_ids, tag_ids, row))
+        char_ids = torch.zeros(len(tokens), min(max_word_len, max(len(tok) for tok in tokens)), dtype=torch.long)
+        for t, tok in enumerate(tokens):
+            char_ids[t, :len(tok)] = torch.tensor([vocab.char_index.get(c, unk_char) for c in tok[:max_word_len]])
+        tag_ids = torch.tensor([vocab.tag_index.get(tag, -1) for tag in tags])
+        examples.append(Example(index, torch.tensor(word_ids), char_ids, tag_ids, row))
     if truncated:
         logger.info("%d tweets longer than --max_seq_len %d were truncated for training", truncated, max_seq_len)
     if unknown_words:
@@ -435,22 +477,20 @@ def collate(examples, features=None):
     """Pad a list of Examples to the longest tweet and word among them."""
     batch_size = len(examples)
     seq_len = max(len(ex.word_ids) for ex in examples)
-    word_len = max(len(chars) for ex in examples for chars in ex.char_ids)
+    word_len = max(ex.char_ids.size(1) for ex in examples)
     word_ids = torch.zeros(batch_size, seq_len, dtype=torch.long)
     char_ids = torch.zeros(batch_size, seq_len, word_len, dtype=torch.long)
     tag_ids = torch.zeros(batch_size, seq_len, dtype=torch.long)
     for b, ex in enumerate(examples):
-        n = len(ex.word_ids)
-        word_ids[b, :n] = torch.tensor(ex.word_ids)
-        tag_ids[b, :n] = torch.tensor(ex.tag_ids).clamp(min=0)
-        for t, chars in enumerate(ex.char_ids):
-            char_ids[b, t, :len(chars)] = torch.tensor(chars)
+        n, c = ex.char_ids.shape
+        word_ids[b, :n] = ex.word_ids
+        tag_ids[b, :n] = ex.tag_ids.clamp(min=0)
+        char_ids[b, :n, :c] = ex.char_ids
     lengths = torch.tensor([len(ex.word_ids) for ex in examples])
     word_mask = torch.arange(seq_len)[None, :] < lengths[:, None]  # (B, S)
     region_feats = None
     if features is not None:
-        rows = torch.tensor([ex.feature_row for ex in examples])
-        region_feats = features.regions[rows].float()  # (B, 49, 512)
+        region_feats = features.gather([ex.feature_row for ex in examples])  # (B, 49, 512) float32
     return Batch(word_ids, char_ids, word_mask, tag_ids, region_feats, [ex.index for ex in examples])
 
 
