@@ -79,6 +79,7 @@ def build_parser():
     a("--do_eval", action="store_true", help="score the best checkpoint on --dev_file and --test_file")
     a("--do_predict", action="store_true", help="tag --pred_file with the best checkpoint")
     a("--pred_file", help="IMGID-CoNLL file to tag with --do_predict (tags optional; scored when present)")
+    a("--pred_output", help="where --do_predict writes (default: <model_dir>/<pred_file name>.predicted)")
     # where things are
     a("--data_dir", default="./data", help="folder with the train/dev/test files and the image-feature file")
     a("--model_dir", default="./model", help="where the checkpoint, config.json, metrics.json and predictions go")
@@ -276,7 +277,26 @@ def run(args):
         metrics["wall_seconds"] = round(time.time() - wall_start, 2)
         utils.atomic_write_text(metrics_path, json.dumps(metrics, indent=2))
         logger.info("Wrote %s and the predictions to %s", metrics_path, args.model_dir)
+    if args.do_predict:
+        predict_file(args, model, splits["predict"], vocab, features, device)
     return 0
+
+
+def predict_file(args, model, split, vocab, features, device):
+    """Tag --pred_file; score it too when every token came with a tag."""
+    predicted = trainer.predict(model, split.examples, len(split.tweets), vocab, features, args.eval_batch_size,
+                                device, not args.no_progress)
+    has_gold = split.stats.missing_tags == 0
+    output = args.pred_output or os.path.join(args.model_dir, os.path.basename(args.pred_file) + ".predicted")
+    trainer.write_predictions(output, split.tweets, predicted, with_gold=has_gold)
+    no_feature = sum(1 for img_id in split.img_ids if features is not None and img_id not in features.row_of)
+    logger.info("Tagged %d tweets (%d tokens) of %s -> %s; %d tweets had no image feature (zero feature used)",
+                len(split.tweets), split.stats.tokens, split.path, output, no_feature)
+    if has_gold:
+        result = trainer.score([t.tags for t in split.tweets], predicted)
+        logger.info("\n%s", trainer.format_metrics(os.path.basename(args.pred_file), result))
+        utils.atomic_write_text(output + ".metrics.json", json.dumps(result, indent=2))
+    return output
 
 
 def main(argv=None):

@@ -1,0 +1,182 @@
+"""Speed and memory benchmark of ACN on the real Twitter-2015 text with synthetic full-size image features.
+
+    python bench.py --data_dir ../shared/data/twitter2015
+
+Prints one table: training throughput (tweets/s, steady state), evaluation throughput, the wall time and peak
+resident memory of the complete default run (`main.py --do_train --do_eval --no_w2v`, run as a child process),
+and one training step of our co-attention against the literal `.repeat()` + concat formulation of the same
+equations (kept here as the reference only). On CUDA too when a GPU is present.
+"""
+import argparse
+import json
+import os
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "8")  # as main.py does
+
+import torch  # noqa: E402
+
+import data_loader as data  # noqa: E402
+from model import ACN, ModelConfig  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The reference: sections 3 and 4 of the model exactly as written, every (word, region) and (word, word) pair
+# materialised with .repeat() and concatenated, as the existing re-implementation does. Not used for training.
+
+def literal_coattention(visual_attention, textual_attention, regions, words, word_mask):
+    """The "concat" co-attention computed literally. Returns (v̂, α, ĥ, β) as model.py's modules do."""
+    B, S, k = words.shape
+    R = regions.size(1)
+    visual = visual_attention.scores
+    regions_rep = regions.unsqueeze(1).repeat(1, S, 1, 1)                          # (B, S, R, k)
+    words_rep = words.unsqueeze(2).repeat(1, 1, R, 1)                              # (B, S, R, k)
+    z = torch.tanh(torch.cat([visual.item_proj(regions_rep), visual.query_proj(words_rep)], dim=-1))  # (B, S, R, 2k)
+    alpha = torch.softmax(visual.score(z).squeeze(-1), dim=-1)                     # (B, S, R)
+    attended_regions = alpha @ regions                                             # (B, S, k)
+
+    textual = textual_attention.scores
+    items_rep = words.unsqueeze(1).repeat(1, S, 1, 1)                              # (B, S, S, k) item j
+    queries_rep = attended_regions.unsqueeze(2).repeat(1, 1, S, 1)                 # (B, S, S, k) query t
+    z2 = torch.tanh(torch.cat([textual.item_proj(items_rep), textual.query_proj(queries_rep)], dim=-1))  # (B,S,S,2k)
+    scores = textual.score(z2).squeeze(-1).masked_fill(~word_mask[:, None, :], float("-inf"))  # (B, S, S)
+    beta = torch.softmax(scores, dim=-1)                                           # (B, S, S)
+    return attended_regions, alpha, beta @ words, beta
+
+
+class LiteralACN(ACN):
+    """ACN whose co-attention is computed by literal_coattention (same parameters, same results, slower)."""
+
+    def forward(self, batch):
+        words = self.text_encoder(batch.word_ids, batch.char_ids, batch.word_mask)
+        regions = self.region_projection(batch.region_feats)
+        attended_regions, alpha, attended_words, beta = literal_coattention(
+            self.visual_attention, self.textual_attention, regions, words, batch.word_mask)
+        multimodal = self.fusion(attended_regions, attended_words)
+        return self.filtration(words, multimodal), {"visual": alpha, "textual": beta}
+
+
+# ----------------------------------------------------------------------------------------------------------------
+
+def synthetic_features(path, img_ids, dtype=torch.float16, seed=0):
+    """Full-size (49, 512) non-negative features (like ReLU outputs) for every id; a stand-in for VGG16."""
+    generator = torch.Generator().manual_seed(seed)
+    torch.save({img_id: torch.relu(torch.randn(49, 512, generator=generator)).to(dtype) for img_id in img_ids}, path)
+
+
+def prepare(data_dir, work_dir, dtype):
+    """Copy of the three files plus a synthetic feature file in `work_dir`; returns the splits and features."""
+    os.makedirs(work_dir, exist_ok=True)
+    for name in ("train", "dev", "test"):
+        shutil.copy(os.path.join(data_dir, name), os.path.join(work_dir, name))
+    splits = {name: data.read_split(name, os.path.join(work_dir, name)) for name in ("train", "dev", "test")}
+    ids = list(dict.fromkeys(i for split in splits.values() for i in split.img_ids))
+    feature_file = os.path.join(work_dir, "img_vgg_features.pt")
+    if not os.path.isfile(feature_file):
+        synthetic_features(feature_file, ids, dtype)
+    return splits, data.load_image_features(feature_file, ids)
+
+
+def time_training(model, examples, features, device, steps, batch_size=16, warmup=10):
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=device.type == "cpu" or None)
+    generator = torch.Generator().manual_seed(0)
+    stream = data.batches(examples, batch_size, features, shuffle=True, generator=generator)
+    batches = [next(stream) for _ in range(warmup + steps)]
+    model.train()
+    for i, batch in enumerate(batches):
+        if i == warmup:
+            sync(device)
+            start = time.perf_counter()
+        loss = model.loss(batch.to(device))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    sync(device)
+    return steps * batch_size / (time.perf_counter() - start)
+
+
+def time_evaluation(model, examples, features, device, batch_size=32):
+    model.eval()
+    start = time.perf_counter()
+    for batch in data.batches(examples, batch_size, features, by_length=True):
+        model.decode(batch.to(device))
+    sync(device)
+    return len(examples) / (time.perf_counter() - start)
+
+
+def sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def full_run(work_dir, extra):
+    """The complete default run as a user types it, in a child process: wall seconds, peak RSS (GB), metrics."""
+    model_dir = os.path.join(work_dir, "model")
+    command = [sys.executable, os.path.join(HERE, "main.py"), "--do_train", "--do_eval", "--no_w2v", "--offline",
+               "--no_progress", "--data_dir", work_dir, "--model_dir", model_dir,
+               "--vocab_dir", os.path.join(work_dir, "vocab"), *extra]
+    start = time.perf_counter()
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    wall = time.perf_counter() - start
+    peak_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1e6  # KiB on Linux -> ~GB
+    with open(os.path.join(model_dir, "metrics.json"), encoding="utf-8") as f:
+        return wall, peak_gb, json.load(f)
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data_dir", default=os.environ.get("TWITTER2015_DIR", "../shared/data/twitter2015"),
+                   help="folder with the Twitter-2015 train/dev/test files")
+    p.add_argument("--work_dir", default=None, help="scratch folder (default: a temporary one, removed after)")
+    p.add_argument("--steps", type=int, default=100, help="timed training steps per device")
+    p.add_argument("--feature_dtype", choices=["float16", "float32"], default="float16",
+                   help="dtype of the synthetic feature file")
+    p.add_argument("--skip_full_run", action="store_true", help="only the throughput rows")
+    args = p.parse_args()
+    work_dir = args.work_dir or tempfile.mkdtemp(prefix="acn-bench-")
+    import logging
+    logging.basicConfig(level=logging.ERROR)
+
+    splits, features = prepare(args.data_dir, work_dir, getattr(torch, args.feature_dtype))
+    vocab = data.build_vocab([s.tweets for s in splits.values()], splits["train"].tweets, 23204, 102, ["all"])
+    train = data.encode_tweets(splits["train"].tweets, vocab, 30, features, 35)
+    test = data.encode_tweets(splits["test"].tweets, vocab, 30, features)
+    config = ModelConfig(len(vocab.words), len(vocab.chars), len(vocab.tags))
+
+    rows = [("machine", f"{os.cpu_count()} CPU cores, torch {torch.__version__}, {torch.get_num_threads()} threads")]
+    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    for device in devices:
+        torch.manual_seed(7)
+        ours = time_training(ACN(config).to(device), train, features, device, args.steps)
+        torch.manual_seed(7)
+        literal = time_training(LiteralACN(config).to(device), train, features, device, max(10, args.steps // 4))
+        evaluation = time_evaluation(ACN(config).to(device), test, features, device)
+        rows += [(f"{device.type}: training throughput (tweets/s, batch 16)", f"{ours:.0f}"),
+                 (f"{device.type}: same step, literal .repeat() co-attention (tweets/s)", f"{literal:.0f}"),
+                 (f"{device.type}: speed-up of the factored co-attention step", f"{ours / literal:.2f}x"),
+                 (f"{device.type}: evaluation throughput (tweets/s, batch 32, test)", f"{evaluation:.0f}")]
+    if not args.skip_full_run:
+        for device_flag in ([[]] if not torch.cuda.is_available() else [["--no_cuda"], []]):
+            label = "cuda" if torch.cuda.is_available() and not device_flag else "cpu"
+            wall, peak, metrics = full_run(work_dir, device_flag)
+            rows += [(f"{label}: complete default run, wall (s)", f"{wall:.1f}"),
+                     (f"{label}: complete default run, peak resident memory (GB)", f"{peak:.2f}"),
+                     (f"{label}: that run's dev / test F1 (synthetic features)",
+                      f"{100 * metrics['dev']['f1']:.2f} / {100 * metrics['test']['f1']:.2f}")]
+    width = max(len(name) for name, _ in rows)
+    print(f"\n| {'measure':<{width}} | value |\n|{'-' * (width + 2)}|-------|")
+    for name, value in rows:
+        print(f"| {name:<{width}} | {value} |")
+    if args.work_dir is None:
+        shutil.rmtree(work_dir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,266 @@
+"""The reader, normalisation, vocabularies, word vectors, image features and batches."""
+import logging
+
+import pytest
+import torch
+
+import data_loader as data
+from conftest import write_features
+
+
+def write(tmp_path, text, name="f", mode="w"):
+    path = tmp_path / name
+    if mode == "wb":
+        path.write_bytes(text)
+    else:
+        path.write_text(text, encoding="utf-8", newline="")
+    return str(path)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Reading IMGID-CoNLL
+
+def test_reads_tweets_with_string_ids_and_derived_tags(tmp_path):
+    path = write(tmp_path, "IMGID:17_06_12483\nJohn\tB-PER\nSmith\tI-PER\nhi\tO\n\nIMGID:2\nNYC\tB-GPE\n")
+    tweets, stats = data.read_tweets(path)
+    assert [t.img_id for t in tweets] == ["17_06_12483", "2"]
+    assert tweets[0].tokens == ["John", "Smith", "hi"] and tweets[0].tags == ["B-PER", "I-PER", "O"]
+    assert tweets[1].tags == ["B-GPE"]
+    assert (stats.tweets, stats.tokens) == (2, 4)
+
+
+def test_crlf_bom_and_no_final_newline(tmp_path):
+    path = write(tmp_path, "\ufeffIMGID:1\r\nA\tB-LOC\r\nb\tO\r\n\r\nIMGID:2\r\nc\tO")
+    tweets, _ = data.read_tweets(path)
+    assert [t.img_id for t in tweets] == ["1", "2"]
+    assert tweets[0].tokens == ["A", "b"] and tweets[0].tags == ["B-LOC", "O"]
+    assert tweets[1].tokens == ["c"]
+
+
+def test_missing_tag_reads_as_o_and_is_counted(tmp_path):
+    path = write(tmp_path, "IMGID:1\nA\tB-LOC\nlonely\nx\t\n")
+    tweets, stats = data.read_tweets(path)
+    assert tweets[0].tags == ["B-LOC", "O", "O"]
+    assert stats.missing_tags == 2
+
+
+def test_inside_after_outside_is_counted_and_kept(tmp_path):
+    path = write(tmp_path, "IMGID:1\na\tO\nb\tI-PER\nc\tB-LOC\nd\tI-PER\n")
+    tweets, stats = data.read_tweets(path)
+    assert stats.dangling_inside == 2
+    assert tweets[0].tags == ["O", "I-PER", "B-LOC", "I-PER"]
+
+
+def test_duplicate_ids_and_empty_tweets_are_kept(tmp_path):
+    path = write(tmp_path, "IMGID:1\na\tO\n\nIMGID:1\nb\tO\n\nIMGID:3\n\nIMGID:4\nc\tO\n")
+    tweets, stats = data.read_tweets(path)
+    assert [t.img_id for t in tweets] == ["1", "1", "3", "4"]
+    assert stats.duplicate_ids == 1 and stats.empty_tweets == 1 and tweets[2].tokens == []
+
+
+def test_tokens_with_spaces_and_emoji(tmp_path):
+    path = write(tmp_path, "IMGID:1\nNew York\tB-LOC\n\U0001F600\tO\n\u2028x\tO\n")
+    tweets, _ = data.read_tweets(path)
+    assert tweets[0].tokens == ["New York", "\U0001F600", "\u2028x"]
+
+
+@pytest.mark.parametrize("text, message", [
+    ("", "the file is empty"),
+    ("   \n\n", "the file is empty"),
+    ("a\tO\nIMGID:1\n", "f:1: token line 'a\\tO' comes before the first `IMGID:<id>`"),
+    ("IMGID:1\na\tO\n\nb\tO\n", "f:4: token line 'b\\tO' comes after a blank line"),
+    ("IMGID:1\na\tO\textra\n", "f:2: 3 tab-separated fields"),
+    ("IMGID:1\na\tX-PER\n", "f:2: tag 'X-PER' is not a BIO tag"),
+    ("IMGID:1\na\tI-\n", "f:2: tag 'I-' is not a BIO tag"),
+    ("IMGID:\na\tO\n", "f:1: `IMGID:` has no id"),
+])
+def test_malformed_files_name_file_and_line(tmp_path, text, message):
+    path = write(tmp_path, text)
+    with pytest.raises(data.DataError) as err:
+        data.read_tweets(path)
+    assert message in str(err.value)
+
+
+def test_non_utf8_names_line_and_byte_offset(tmp_path):
+    path = write(tmp_path, b"IMGID:1\nab\tO\ncaf\xe9\tO\n", mode="wb")
+    with pytest.raises(data.DataError) as err:
+        data.read_tweets(path)
+    assert "f:3: byte 0xe9 at byte offset 16 (byte 3 of the line) is not UTF-8" in str(err.value)
+
+
+def test_missing_file_names_path_and_flag(tmp_path):
+    with pytest.raises(data.DataError, match="no such file.*--data_dir"):
+        data.read_tweets(str(tmp_path / "nope"))
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Normalisation and vocabularies
+
+@pytest.mark.parametrize("token, normal", [
+    ("Hello", "hello"), ("http://t.co/Z3neVBQ7vF", "<url>"), ("www.bbc.co.uk", "<url>"), ("@JayKenMinaj", "<user>"),
+    ("#NBA", "nba"), ("#", "#"), ("1,000", "<number>"), ("-3.5", "<number>"), ("12:30", "<number>"), (":)", "<smile>"),
+    (":-(", "<sadface>"), (":P", "<lolface>"), ("<3", "<heart>"), ("sooooo", "so"), ("!!!", "!"), ("A1", "a1"),
+])
+def test_normalize_token_follows_glove_twitter(token, normal):
+    assert data.normalize_token(token) == normal
+
+
+def test_vocab_from_all_splits_frequency_order_and_caps():
+    tweets = lambda *toks: [data.Tweet("1", list(toks), ["O"] * len(toks), 1)]  # noqa: E731
+    train, dev = tweets("a", "b", "b", "@x"), tweets("c", "c", "c", "Ab")
+    vocab = data.build_vocab([train, dev], train, max_words=5, max_chars=4, built_from=["train", "dev"])
+    assert vocab.words == [data.PAD, data.UNK, "c", "b", "a"]  # capped at 5; dev words counted
+    assert vocab.chars == [data.PAD, data.UNK, "b", "c"]  # 3 each: first seen first
+    assert vocab.tags == ["O"]
+    only_train = data.build_vocab([train], train, 100, 100, ["train"])
+    assert "c" not in only_train.word_index and "<user>" in only_train.word_index
+
+
+def test_tags_come_from_training_data_in_stable_order():
+    train = [data.Tweet("1", ["a", "b", "c"], ["B-ORG", "I-ORG", "B-GPE"], 1)]
+    vocab = data.build_vocab([train], train, 10, 10, ["train"])
+    assert vocab.tags == ["O", "B-GPE", "B-ORG", "I-ORG"]
+
+
+def test_vocab_round_trip(tmp_path):
+    train = [data.Tweet("1", ["x\u2028y", "b"], ["B-PER", "O"], 1)]
+    vocab = data.build_vocab([train], train, 10, 10, ["train"])
+    vocab.save(tmp_path)
+    loaded = data.Vocab.load(tmp_path)
+    assert (loaded.words, loaded.chars, loaded.tags) == (vocab.words, vocab.chars, vocab.tags)
+
+
+def test_unseen_dev_tag_is_reported(caplog):
+    train = [data.Tweet("1", ["a"], ["B-PER"], 1)]
+    vocab = data.build_vocab([train], train, 10, 10, ["train"])
+    with caplog.at_level(logging.WARNING):
+        unseen = data.check_tags_known("dev", [data.Tweet("2", ["b", "c"], ["B-MISC", "I-MISC"], 1)], vocab)
+    assert unseen == {"B-MISC": 1, "I-MISC": 1}
+    assert "never seen in training" in caplog.text
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Word vectors
+
+def small_vocab(*words):
+    return data.Vocab([data.PAD, data.UNK, *words], [data.PAD, data.UNK], ["O"])
+
+
+def test_word_vectors_glove_and_word2vec_formats(tmp_path):
+    vocab = small_vocab("cat", "dog", "emu")
+    glove = write(tmp_path, "cat 1 2 3\nzebra 0 0 0\ndog 4 5 6\n", "glove.txt")
+    w2v = write(tmp_path, "3 3\ncat 1 2 3\nzebra 0 0 0\ndog 4 5 6\n", "w2v.txt")
+    for path in (glove, w2v):
+        matrix = data.load_word_vectors(path, vocab, 3)
+        assert matrix[2].tolist() == [1, 2, 3] and matrix[3].tolist() == [4, 5, 6]
+        assert matrix[0].tolist() == [0, 0, 0]
+        assert matrix[4].abs().max() <= 0.25 and matrix[4].abs().sum() > 0  # emu: random init
+
+
+def test_word_vectors_wrong_dimension(tmp_path):
+    path = write(tmp_path, "cat 1 2 3 4\n", "v.txt")
+    with pytest.raises(data.DataError, match=r"v.txt:1: 4-d vector but --word_emb_dim is 3"):
+        data.load_word_vectors(path, small_vocab("cat"), 3)
+    header = write(tmp_path, "10 4\ncat 1 2 3 4\n", "h.txt")
+    with pytest.raises(data.DataError, match=r"h.txt:1: the header says 4-d vectors"):
+        data.load_word_vectors(header, small_vocab("cat"), 3)
+
+
+def test_word_vectors_malformed_lines_skipped_counted_or_fatal(tmp_path, caplog):
+    good = "".join(f"w{i} 1 2 3\n" for i in range(300))
+    path = write(tmp_path, "cat 1 2 3\n" + good + "dog 1 x 3\nemu 1 2\n", "v.txt")
+    with caplog.at_level(logging.WARNING):
+        matrix = data.load_word_vectors(path, small_vocab("cat", "dog", "emu"), 3)
+    assert "skipped 2 malformed lines (first at line 302)" in caplog.text
+    assert matrix[2].tolist() == [1, 2, 3]
+    bad = write(tmp_path, "cat 1 2 3\ndog 1 x 3\nemu 1 2\n", "bad.txt")
+    with pytest.raises(data.DataError, match="2 of 3 lines are malformed"):
+        data.load_word_vectors(bad, small_vocab("cat", "dog", "emu"), 3)
+
+
+def test_word_vectors_duplicates_keep_first(tmp_path, caplog):
+    path = write(tmp_path, "cat 1 2 3\ncat 7 7 7\n", "v.txt")
+    with caplog.at_level(logging.WARNING):
+        matrix = data.load_word_vectors(path, small_vocab("cat"), 3)
+    assert matrix[2].tolist() == [1, 2, 3] and "1 words appear more than once" in caplog.text
+
+
+def test_word_vectors_missing_file_points_to_no_w2v(tmp_path):
+    with pytest.raises(data.DataError, match="--no_w2v"):
+        data.load_word_vectors(str(tmp_path / "none.vec"), small_vocab("cat"), 3)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Image features
+
+def test_features_int_keys_both_layouts_both_dtypes(tmp_path):
+    grid = torch.arange(512 * 49, dtype=torch.float32).reshape(512, 7, 7)
+    torch.save({1: torch.ones(49, 512, dtype=torch.float16), 2: grid}, tmp_path / "f.pt")
+    table = data.load_image_features(str(tmp_path / "f.pt"), ["1", "2", "3", "1"])
+    assert table.row_of == {"1": 1, "2": 2} and table.missing_ids == ["3"]
+    feats = table.gather(table.rows(["1", "2", "3"]))
+    assert feats.shape == (3, 49, 512) and feats.dtype == torch.float32
+    assert feats[0].eq(1).all() and feats[2].eq(0).all()
+    assert feats[1, 8, 5].item() == grid[5, 1, 1].item()  # region 8 = row 1, column 1 of the 7 x 7 grid
+
+
+def test_features_pages_released_reads_stay_correct(tmp_path):
+    stored = write_features(tmp_path / "f.pt", [str(i) for i in range(20)], dtype=torch.float16)
+    table = data.load_image_features(str(tmp_path / "f.pt"), [str(i) for i in range(20)])
+    assert table.mapped
+    for _ in range(2):  # a second read after the pages were released gives the same values
+        feats = table.gather(table.rows([str(i) for i in range(20)]))
+        assert torch.equal(feats, torch.stack([stored[str(i)] for i in range(20)]).float())
+
+
+@pytest.mark.parametrize("value, message", [
+    (torch.zeros(49, 500), "image id '7' has shape (49, 500)"),
+    (torch.zeros(49, 512, dtype=torch.int64), "image id '7' has dtype torch.int64"),
+    (torch.full((49, 512), float("nan")), "image id '7' contains NaN or inf"),
+    (torch.full((49, 512), float("inf")), "image id '7' contains NaN or inf"),
+])
+def test_bad_feature_names_the_id(tmp_path, value, message):
+    torch.save({"7": value}, tmp_path / "f.pt")
+    with pytest.raises(data.DataError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        data.load_image_features(str(tmp_path / "f.pt"), ["7"])
+
+
+def test_feature_file_not_torch_or_not_a_mapping(tmp_path):
+    (tmp_path / "junk.pt").write_text("hello")
+    with pytest.raises(data.DataError, match="not a readable torch file"):
+        data.load_image_features(str(tmp_path / "junk.pt"), ["1"])
+    torch.save([torch.zeros(49, 512)], tmp_path / "list.pt")
+    with pytest.raises(data.DataError, match="holds a list; expected a dict"):
+        data.load_image_features(str(tmp_path / "list.pt"), ["1"])
+    with pytest.raises(data.DataError, match="not found.*--no_img"):
+        data.load_image_features(str(tmp_path / "none.pt"), ["1"])
+
+
+def test_missing_ids_listed_with_verbose(tmp_path, caplog):
+    torch.save({"1": torch.zeros(49, 512)}, tmp_path / "f.pt")
+    with caplog.at_level(logging.DEBUG, logger="data_loader"):
+        data.load_image_features(str(tmp_path / "f.pt"), ["1", "x9", "y8"])
+    assert "2 of 3 image ids have no feature" in caplog.text and "x9 y8" in caplog.text
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Encoding and batches
+
+def test_encode_truncates_only_when_asked_and_skips_empty_tweets():
+    tweets = [data.Tweet("1", ["a", "b", "c"], ["O", "B-PER", "O"], 1), data.Tweet("2", [], [], 3),
+              data.Tweet("3", ["Abcdefgh"], ["O"], 4)]
+    vocab = data.build_vocab([tweets], tweets, 50, 50, ["train"])
+    full = data.encode_tweets(tweets, vocab, max_word_len=4)
+    assert [ex.index for ex in full] == [0, 2] and len(full[0].word_ids) == 3
+    assert full[1].char_ids.shape == (1, 4)  # characters cut at max_word_len, the token kept
+    short = data.encode_tweets(tweets, vocab, max_word_len=4, max_seq_len=2)
+    assert len(short[0].word_ids) == 2
+
+
+def test_collate_pads_to_batch_and_masks():
+    tweets = [data.Tweet("1", ["a", "bb"], ["O", "O"], 1), data.Tweet("2", ["ccc", "d", "e", "f"], ["O"] * 4, 3)]
+    vocab = data.build_vocab([tweets], tweets, 50, 50, ["train"])
+    batch = data.collate(data.encode_tweets(tweets, vocab, 30))
+    assert batch.word_ids.shape == (2, 4) and batch.char_ids.shape == (2, 4, 3)
+    assert batch.word_mask.tolist() == [[True, True, False, False], [True] * 4]
+    assert batch.region_feats is None and batch.indices == [0, 1]
