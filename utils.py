@@ -1,5 +1,6 @@
 """Small helpers shared by the scripts: logging, seeding, atomic writes, downloads of public resources."""
 import contextlib
+import glob
 import logging
 import os
 import random
@@ -100,8 +101,8 @@ def download(url, dest, check=None, avoid_hint="", quiet=False):
     logger.info("Downloading %s -> %s", url, dest)
 
     def fail(reason):
-        if os.path.exists(part):
-            os.remove(part)
+        for leftover in glob.glob(glob.escape(part) + "*"):  # ours, and gdown's own `<part>XXXX.part`
+            os.remove(leftover)
         hint = f"\n  To do without it: {avoid_hint}" if avoid_hint else ""
         return DownloadError(f"Could not download {url}\n  to {dest}: {reason}\n"
                              f"  Download it by hand to that path, or check your network connection.{hint}")
@@ -109,7 +110,7 @@ def download(url, dest, check=None, avoid_hint="", quiet=False):
     try:
         got = gdown.download(url=url, output=part, quiet=quiet, resume=False)
     except Exception as exc:  # noqa: BLE001 - any transport failure becomes one clear message
-        raise fail(f"{type(exc).__name__}: {exc}") from None
+        raise fail(f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}") from None
     if got is None or not os.path.exists(part):
         raise fail("nothing was received")
     if os.path.getsize(part) == 0:

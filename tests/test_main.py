@@ -1,0 +1,222 @@
+"""main.py end to end on small data: outputs, checkpoints, evaluation counts, prediction, errors, interruption."""
+import argparse
+import json
+import os
+
+import pytest
+import torch
+from seqeval.metrics.sequence_labeling import get_entities
+
+import main
+import trainer
+from conftest import make_tweets, run_main, write_conll
+
+
+def read_predictions(path):
+    """[(img_id, [fields per token])] from a CoNLL prediction file."""
+    tweets = []
+    for line in open(path, encoding="utf-8").read().split("\n"):
+        if line.startswith("IMGID:"):
+            tweets.append((line[6:], []))
+        elif line:
+            tweets[-1][1].append(line.split("\t"))
+    return tweets
+
+
+def test_train_and_eval_writes_every_output(tmp_path, tiny_data):
+    data_dir, splits = tiny_data
+    assert run_main(tmp_path, data_dir, "--do_train", "--do_eval") == 0
+    model_dir = tmp_path / "model"
+    for name in ("model.pt", "config.json", "metrics.json", "test_predictions.txt", "dev_predictions.txt"):
+        assert (model_dir / name).stat().st_size > 0, name
+    assert (tmp_path / "vocab" / "vocab.json").exists()
+
+    saved = torch.load(model_dir / "model.pt", weights_only=True)  # plain data only: no pickled objects
+    assert saved["tags"] == ["O", "B-LOC", "I-LOC", "B-PER"]
+    config = json.loads((model_dir / "config.json").read_text())
+    assert config["hidden_dim"] == 16 and config["kernel_lst"] == [2, 3, 4] and config["seed"] == 7
+
+    metrics = json.loads((model_dir / "metrics.json").read_text())
+    assert metrics["best_epoch"] in (1, 2) and len(metrics["history"]) == 2
+    best = max(metrics["history"], key=lambda h: h["dev_f1"])
+    assert metrics["dev"]["f1"] == pytest.approx(best["dev_f1"])
+    for name in ("dev", "test"):  # every gold token and entity of every tweet is counted
+        gold = [[tag for _, tag in tokens] for _, tokens in splits[name]]
+        m = metrics[name]
+        assert m["tweets"] == len(gold) and m["tokens"] == sum(map(len, gold))
+        assert m["gold_entities"] == len(get_entities(gold))
+        assert sum(t["support"] for t in m["per_type"].values()) == m["gold_entities"]
+        assert set(m["per_type"]) == {"PER", "LOC"}
+
+
+def test_long_tweets_are_predicted_in_full(tmp_path, tiny_data):
+    data_dir, splits = tiny_data
+    assert max(len(tokens) for _, tokens in splits["dev"]) > 8  # longer than --max_seq_len 8
+    run_main(tmp_path, data_dir, "--do_train", "--do_eval")
+    written = read_predictions(tmp_path / "model" / "dev_predictions.txt")
+    assert [img_id for img_id, _ in written] == [img_id for img_id, _ in splits["dev"]]
+    for (_, fields), (_, tokens) in zip(written, splits["dev"]):
+        assert [(f[0], f[1]) for f in fields] == tokens and all(len(f) == 3 for f in fields)
+
+
+def test_eval_only_reuses_vocab_and_checkpoint(tmp_path, tiny_data):
+    data_dir, _ = tiny_data
+    run_main(tmp_path, data_dir, "--do_train", "--do_eval")
+    first = json.loads((tmp_path / "model" / "metrics.json").read_text())
+    assert run_main(tmp_path, data_dir, "--do_eval") == 0
+    again = json.loads((tmp_path / "model" / "metrics.json").read_text())
+    assert again["test"]["f1"] == pytest.approx(first["test"]["f1"])
+    assert again["history"] == first["history"]  # eval-only keeps the training record
+
+
+def test_text_only_needs_no_feature_file(tmp_path, tiny_data):
+    data_dir, _ = tiny_data
+    os.remove(data_dir / "img_vgg_features.pt")
+    assert run_main(tmp_path, data_dir, "--do_train", "--do_eval", "--no_img") == 0
+    saved = torch.load(tmp_path / "model" / "model.pt", weights_only=True)
+    assert saved["model_config"]["use_image"] is False
+    assert not any(k.startswith("visual_attention") for k in saved["model"])
+
+
+def test_missing_features_keep_tweets_in_the_data(tmp_path, tiny_data, caplog):
+    data_dir, splits = tiny_data
+    kept = {img_id: torch.rand(49, 512) for img_id, _ in splits["train"][:10]}
+    torch.save(kept, data_dir / "img_vgg_features.pt")
+    assert run_main(tmp_path, data_dir, "--do_train", "--do_eval") == 0
+    metrics = json.loads((tmp_path / "model" / "metrics.json").read_text())
+    assert metrics["test"]["tweets"] == len(splits["test"])
+    assert "57 of 67 image ids have no feature" in caplog.text
+
+
+def test_same_seed_same_result(tmp_path, tiny_data):
+    data_dir, _ = tiny_data
+    results = []
+    for run in ("a", "b"):
+        out = tmp_path / run
+        out.mkdir()
+        run_main(out, data_dir, "--do_train", "--do_eval")
+        results.append(json.loads((out / "model" / "metrics.json").read_text())["history"])
+    assert [h["dev_f1"] for h in results[0]] == [h["dev_f1"] for h in results[1]]
+    assert [h["train_loss"] for h in results[0]] == pytest.approx([h["train_loss"] for h in results[1]])
+
+
+def test_predict_with_and_without_gold(tmp_path, tiny_data):
+    data_dir, _ = tiny_data
+    run_main(tmp_path, data_dir, "--do_train")
+    tweets = make_tweets(4, 9, max_len=30) + [("no_feature_id", [("Zyxwv", "O"), ("Paris", "B-LOC")])]
+    with_tags = write_conll(tmp_path / "tagged.txt", tweets)
+    assert run_main(tmp_path, data_dir, "--do_predict", "--pred_file", str(with_tags)) == 0
+    out = tmp_path / "model" / "tagged.txt.predicted"
+    written = read_predictions(out)
+    assert [len(f) for _, f in written] == [len(tokens) for _, tokens in tweets]
+    assert all(len(field) == 3 for _, fields in written for field in fields)  # token, gold, predicted
+    scored = json.loads((tmp_path / "model" / "tagged.txt.predicted.metrics.json").read_text())
+    assert scored["tokens"] == sum(len(t) for _, t in tweets)
+
+    untagged = tmp_path / "plain.txt"
+    untagged.write_text("".join(f"IMGID:{i}\n" + "".join(f"{tok}\n" for tok, _ in toks) + "\n" for i, toks in tweets))
+    assert run_main(tmp_path, data_dir, "--do_predict", "--pred_file", str(untagged)) == 0
+    written = read_predictions(tmp_path / "model" / "plain.txt.predicted")
+    assert all(len(field) == 2 for _, fields in written for field in fields)  # token, predicted
+    assert not (tmp_path / "model" / "plain.txt.predicted.metrics.json").exists()
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Checkpoints
+
+def test_eval_without_a_trained_model_says_train_first(tmp_path, tiny_data, capsys):
+    data_dir, _ = tiny_data
+    run_main(tmp_path, data_dir, "--do_train")
+    os.remove(tmp_path / "model" / "model.pt")
+    assert run_main(tmp_path, data_dir, "--do_eval") == 2
+    assert "model.pt: no trained model there. Train first (--do_train)" in capsys.readouterr().err
+
+
+def test_eval_without_vocab_says_where_it_looked(tmp_path, tiny_data, capsys):
+    data_dir, _ = tiny_data
+    assert run_main(tmp_path, data_dir, "--do_eval") == 2
+    assert "vocab.json: no vocabulary there. Train first" in capsys.readouterr().err
+
+
+def test_truncated_checkpoint_is_reported(tmp_path, tiny_data, capsys):
+    data_dir, _ = tiny_data
+    run_main(tmp_path, data_dir, "--do_train")
+    path = tmp_path / "model" / "model.pt"
+    path.write_bytes(path.read_bytes()[:2000])
+    assert run_main(tmp_path, data_dir, "--do_eval") == 2
+    assert "the checkpoint is corrupt or not one of ours" in capsys.readouterr().err
+
+
+def test_checkpoint_with_other_dims_lists_the_mismatch(tmp_path, tiny_data, capsys):
+    data_dir, _ = tiny_data
+    run_main(tmp_path, data_dir, "--do_train")
+    assert run_main(tmp_path, data_dir, "--do_eval", "--hidden_dim", "32", "--attention", "additive") == 2
+    err = capsys.readouterr().err
+    assert "hidden_dim: checkpoint 16 vs now 32" in err and "attention: checkpoint concat vs now additive" in err
+
+
+def test_checkpoint_with_other_vocab_lists_the_mismatch(tmp_path, tiny_data, capsys):
+    data_dir, _ = tiny_data
+    run_main(tmp_path, data_dir, "--do_train")
+    other = tmp_path / "other"
+    other.mkdir()
+    run_main(other, data_dir, "--do_train", "--word_vocab_size", "10")
+    model_dir = str(tmp_path / "model")
+    assert main.main(["--data_dir", str(data_dir), "--model_dir", model_dir, "--vocab_dir", str(other / "vocab"),
+                      "--do_eval", "--hidden_dim", "16", "--word_emb_dim", "8", "--char_emb_dim", "6",
+                      "--final_char_dim", "8", "--num_filters", "4", "--offline", "--no_progress"]) == 2
+    assert "num_words: checkpoint" in capsys.readouterr().err
+
+
+def test_checkpoint_never_unpickles_objects(tmp_path):
+    path = tmp_path / "model.pt"
+    torch.save({"model": {}, "args": argparse.Namespace(lr=0.1)}, path)  # as the seed code saved its args
+    with pytest.raises(trainer.CheckpointError, match="corrupt or not one of ours"):
+        trainer.load_checkpoint(str(path), vocab=None)
+
+
+def test_interrupt_keeps_best_checkpoint(tmp_path, tiny_data, monkeypatch, caplog):
+    data_dir, _ = tiny_data
+    calls = {"n": 0}
+    real_loss = trainer.ACN.loss
+
+    def loss_then_interrupt(self, batch):
+        calls["n"] += 1
+        if calls["n"] == 5:  # in epoch 2 (3 steps per epoch): epoch 1's checkpoint exists
+            raise KeyboardInterrupt
+        return real_loss(self, batch)
+
+    monkeypatch.setattr(trainer.ACN, "loss", loss_then_interrupt)
+    assert run_main(tmp_path, data_dir, "--do_train", "--do_eval", "--num_train_epochs", "3") == 130
+    assert "Interrupted at step 4; the best checkpoint so far (epoch 1" in caplog.text
+    saved = torch.load(tmp_path / "model" / "model.pt", weights_only=True)
+    assert saved["epoch"] == 1
+    metrics = json.loads((tmp_path / "model" / "metrics.json").read_text())
+    assert metrics["interrupted"] is True and len(metrics["history"]) == 1
+    assert [p.name for p in (tmp_path / "model").iterdir() if p.name.endswith(".tmp")] == []
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Arguments fail before any data is read
+
+@pytest.mark.parametrize("flags, message", [
+    (["--max_seq_len", "0"], "argument --max_seq_len: expected a positive integer, got '0'"),
+    (["--learning_rate", "-1"], "argument --learning_rate: expected a positive number, got '-1'"),
+    (["--optimizer", "sgd"], "argument --optimizer: invalid choice: 'sgd'"),
+    (["--kernel_lst", "2,x"], "argument --kernel_lst: expected comma-separated positive integers"),
+    (["--hidden_dim", "15"], "argument --hidden_dim: must be even"),
+    ([], "nothing to do"),
+])
+def test_impossible_arguments_stop_at_start(flags, message, capsys, tmp_path):
+    do = [] if flags == [] else ["--do_train"]
+    with pytest.raises(SystemExit) as exit_info:
+        main.main(["--data_dir", str(tmp_path / "does-not-exist"), *do, *flags])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_missing_data_offline_names_url_path_and_flag(tmp_path, capsys):
+    assert main.main(["--data_dir", str(tmp_path), "--do_train", "--offline", "--no_w2v"]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path}/train is missing and --offline forbids downloading it from https://" in err
+    assert "--data_dir" in err

@@ -1,0 +1,60 @@
+"""Integration test on the real Twitter-2015 text (found through TWITTER2015_DIR) with synthetic image features.
+
+Unset: skipped with that reason. Set but missing: fails. .ci/run sets it to ../shared/data/twitter2015."""
+import json
+import os
+import shutil
+
+import pytest
+import torch
+from seqeval.metrics.sequence_labeling import get_entities
+
+import data_loader as data
+from conftest import run_main
+
+EXPECTED = {"train": (4000, 64439), "dev": (1000, 16178), "test": (3257, 52822)}
+
+
+@pytest.fixture(scope="module")
+def twitter2015_dir():
+    folder = os.environ.get("TWITTER2015_DIR")
+    if not folder:
+        pytest.skip("TWITTER2015_DIR is not set (point it at the folder with train/dev/test)")
+    assert os.path.isdir(folder), f"TWITTER2015_DIR={folder} does not exist"
+    return folder
+
+
+def test_reads_every_tweet_and_token(twitter2015_dir):
+    for name, (tweets, tokens) in EXPECTED.items():
+        read, stats = data.read_tweets(os.path.join(twitter2015_dir, name))
+        assert (stats.tweets, stats.tokens) == (tweets, tokens), name
+        assert stats.missing_tags == 0 and stats.empty_tweets == 0
+        assert all(tweet.img_id.isdigit() for tweet in read)
+
+
+def test_train_subset_and_evaluate_everything(tmp_path, twitter2015_dir):
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    train, _ = data.read_tweets(os.path.join(twitter2015_dir, "train"))
+    with open(data_dir / "train", "w", encoding="utf-8") as f:  # the first 300 training tweets
+        for tweet in train[:300]:
+            f.write(f"IMGID:{tweet.img_id}\n" + "".join(f"{a}\t{b}\n" for a, b in zip(tweet.tokens, tweet.tags)) + "\n")
+    for name in ("dev", "test"):
+        shutil.copy(os.path.join(twitter2015_dir, name), data_dir / name)
+    dev, _ = data.read_tweets(str(data_dir / "dev"))
+    generator = torch.Generator().manual_seed(0)  # synthetic features for train and dev; test ids get zeros
+    torch.save({t.img_id: torch.rand(49, 512, generator=generator).half() for t in train[:300] + dev},
+               data_dir / "img_vgg_features.pt")
+
+    assert run_main(tmp_path, data_dir, "--do_train", "--do_eval", "--num_train_epochs", "4",
+                    "--learning_rate", "0.005", "--max_seq_len", "35", "--hidden_dim", "64", "--num_filters", "8") == 0
+    metrics = json.loads((tmp_path / "model" / "metrics.json").read_text())
+    for name in ("dev", "test"):
+        gold = [t.tags for t in data.read_tweets(os.path.join(twitter2015_dir, name))[0]]
+        assert (metrics[name]["tweets"], metrics[name]["tokens"]) == EXPECTED[name]
+        assert metrics[name]["gold_entities"] == len(get_entities(gold))
+        assert sum(r["support"] for r in metrics[name]["per_type"].values()) == len(get_entities(gold))
+    assert metrics["test"]["gold_entities"] == 5215 and metrics["dev"]["gold_entities"] == 1600
+    assert metrics["test"]["f1"] > 0.05  # 300 tweets, four epochs, small model: learns something
+    config = json.loads((tmp_path / "model" / "config.json").read_text())
+    assert config["missing_image_features"] == 3257  # every test id: zero features, and still evaluated
