@@ -80,6 +80,12 @@ def build_parser():
     a("--do_predict", action="store_true", help="tag --pred_file with the best checkpoint")
     a("--pred_file", help="IMGID-CoNLL file to tag with --do_predict (tags optional; scored when present)")
     a("--pred_output", help="where --do_predict writes (default: <model_dir>/<pred_file name>.predicted)")
+    a("--save_attention", action="store_true", help="with --do_predict: a PNG of each word's visual attention "
+      "(7 x 7 grid) per tweet in <model_dir>/attention/, over the image when --img_dir has it")
+    a("--img_dir", default="ner_img", help="image folder inside --data_dir (for --save_attention)")
+    a("--attention_limit", type=positive_int, default=20, help="--save_attention draws the first N tweets")
+    a("--seeds", type=int_list, default=None, help="run --do_train --do_eval once per seed (e.g. 7,8,9) into "
+      "<model_dir>/seed_<s>/ and summarise in <model_dir>/results.md and results.json")
     # where things are
     a("--data_dir", default="./data", help="folder with the train/dev/test files and the image-feature file")
     a("--model_dir", default="./model", help="where the checkpoint, config.json, metrics.json and predictions go")
@@ -137,6 +143,10 @@ def parse_args(argv=None):
         parser.error("arguments --word_vocab_size/--char_vocab_size: must leave room for [PAD], [UNK] and one entry")
     if args.do_predict and not args.pred_file:
         parser.error("--do_predict needs --pred_file")
+    if args.save_attention and (args.no_img or not args.do_predict):
+        parser.error("--save_attention needs --do_predict and the image model (not --no_img)")
+    if args.seeds and not (args.do_train and args.do_eval):
+        parser.error("--seeds needs --do_train and --do_eval")
     return args
 
 
@@ -255,6 +265,8 @@ def run(args):
                    "dev": summary["best"]["dev"], "history": summary["history"],
                    "train_seconds": summary["train_seconds"], "interrupted": summary["interrupted"]}
         utils.atomic_write_text(metrics_path, json.dumps(metrics, indent=2))
+        if summary["history"]:
+            utils.plot_training_curve(summary["history"], os.path.join(args.model_dir, "training_curve.png"))
         if summary["interrupted"]:
             logger.warning("Training was interrupted; skipping evaluation. Evaluate the saved checkpoint with "
                            "--do_eval.")
@@ -296,13 +308,78 @@ def predict_file(args, model, split, vocab, features, device):
         result = trainer.score([t.tags for t in split.tweets], predicted)
         logger.info("\n%s", trainer.format_metrics(os.path.basename(args.pred_file), result))
         utils.atomic_write_text(output + ".metrics.json", json.dumps(result, indent=2))
+    if args.save_attention:
+        save_attention_maps(args, model, split, features, device)
     return output
+
+
+def save_attention_maps(args, model, split, features, device):
+    """<model_dir>/attention/<n>_<img_id>.png for the first --attention_limit tweets of the file."""
+    from PIL import Image
+    from save_vgg_feature import find_image
+    folder = os.path.join(args.model_dir, "attention")
+    model.eval()
+    for example in split.examples[:args.attention_limit]:
+        tweet = split.tweets[example.index]
+        with torch.no_grad():
+            _, maps = model(data.collate([example], features).to(device))
+        image_path = find_image(os.path.join(args.data_dir, args.img_dir), tweet.img_id)
+        image = Image.open(image_path) if image_path else None
+        path = os.path.join(folder, f"{example.index}_{tweet.img_id}.png")
+        utils.plot_visual_attention(tweet.tokens, maps["visual"][0].cpu(), path, image)
+    logger.info("Wrote %d attention maps to %s", min(len(split.examples), args.attention_limit), folder)
+
+
+def run_seeds(args):
+    """The same configuration under several seeds: <model_dir>/seed_<s>/, then results.md and results.json."""
+    import statistics
+    per_seed = []
+    for seed in args.seeds:
+        seed_args = argparse.Namespace(**{**vars(args), "seed": seed, "seeds": None,
+                                          "model_dir": os.path.join(args.model_dir, f"seed_{seed}")})
+        code = run(seed_args)
+        if code != 0:
+            return code
+        with open(os.path.join(seed_args.model_dir, "metrics.json"), encoding="utf-8") as f:
+            metrics = json.load(f)
+        per_seed.append({"seed": seed, "best_epoch": metrics["best_epoch"],
+                         **{f"{split}_{m}": metrics[split][m] for split in ("dev", "test")
+                            for m in ("precision", "recall", "f1")}})
+    keys = [k for k in per_seed[0] if k.startswith(("dev_", "test_"))]
+    summary = {k: {"mean": statistics.mean(r[k] for r in per_seed),
+                   "std": statistics.stdev(r[k] for r in per_seed) if len(per_seed) > 1 else 0.0} for k in keys}
+    configuration = {k: v for k, v in vars(args).items() if k not in ("seeds", "seed")}
+    results = {"seeds": args.seeds, "per_seed": per_seed, "summary": summary, "configuration": configuration}
+    utils.atomic_write_text(os.path.join(args.model_dir, "results.json"), json.dumps(results, indent=2))
+    utils.atomic_write_text(os.path.join(args.model_dir, "results.md"), results_markdown(results))
+    logger.info("\n%s", results_markdown(results))
+    return 0
+
+
+def results_markdown(results):
+    """The multi-seed table: one row per seed, then mean +- std (sample standard deviation), in percent."""
+    columns = ["dev_precision", "dev_recall", "dev_f1", "test_precision", "test_recall", "test_f1"]
+    lines = ["| seed | best epoch | dev P | dev R | dev F1 | test P | test R | test F1 |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in results["per_seed"]:
+        lines.append(f"| {r['seed']} | {r['best_epoch']} | " + " | ".join(f"{100 * r[c]:.2f}" for c in columns) + " |")
+    s = results["summary"]
+    lines.append("| mean +- std | | " + " | ".join(f"{100 * s[c]['mean']:.2f} +- {100 * s[c]['std']:.2f}"
+                                                  for c in columns) + " |")
+    config = results["configuration"]
+    changed = {k: v for k, v in config.items() if k in DEFAULTS and DEFAULTS[k] != v}
+    lines += ["", f"Seeds {results['seeds']}; settings that differ from the defaults: "
+              f"{json.dumps(changed) if changed else 'none'}."]
+    return "\n".join(lines) + "\n"
+
+
+DEFAULTS = vars(build_parser().parse_args([]))
 
 
 def main(argv=None):
     args = parse_args(argv)
     try:
-        return run(args)
+        return run_seeds(args) if args.seeds else run(args)
     except (data.DataError, trainer.CheckpointError, utils.DownloadError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -1,0 +1,87 @@
+"""Research workflow: multi-seed summaries, training curves, attention maps."""
+import json
+import statistics
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import main
+import utils
+from conftest import run_main, write_conll
+
+
+def test_seeds_summary_arithmetic(tmp_path, tiny_data):
+    data_dir, _ = tiny_data
+    assert run_main(tmp_path, data_dir, "--do_train", "--do_eval", "--seeds", "7,8,11") == 0
+    model_dir = tmp_path / "model"
+    results = json.loads((model_dir / "results.json").read_text())
+    assert [r["seed"] for r in results["per_seed"]] == [7, 8, 11]
+    for r in results["per_seed"]:
+        metrics = json.loads((model_dir / f"seed_{r['seed']}" / "metrics.json").read_text())
+        assert r["test_f1"] == metrics["test"]["f1"] and r["dev_recall"] == metrics["dev"]["recall"]
+        assert json.loads((model_dir / f"seed_{r['seed']}" / "config.json").read_text())["seed"] == r["seed"]
+    f1s = [r["test_f1"] for r in results["per_seed"]]
+    assert results["summary"]["test_f1"]["mean"] == pytest.approx(sum(f1s) / 3)
+    assert results["summary"]["test_f1"]["std"] == pytest.approx(statistics.stdev(f1s))
+    table = (model_dir / "results.md").read_text().splitlines()
+    assert table[0].startswith("| seed |") and len([line for line in table if line.startswith("| ")]) == 5
+    mean_row = table[5]
+    assert mean_row.startswith("| mean +- std |")
+    assert f"{100 * statistics.mean(f1s):.2f} +- {100 * statistics.stdev(f1s):.2f} |" in mean_row
+    assert '"hidden_dim": 16' in (model_dir / "results.md").read_text()  # the non-default settings are named
+
+
+def test_training_curve_png(tmp_path, tiny_data):
+    data_dir, _ = tiny_data
+    run_main(tmp_path, data_dir, "--do_train")
+    with Image.open(tmp_path / "model" / "training_curve.png") as image:
+        assert image.format == "PNG" and image.size == (800, 400)
+
+
+def test_attention_maps_over_image_and_alone(tmp_path, tiny_data):
+    data_dir, splits = tiny_data
+    run_main(tmp_path, data_dir, "--do_train")
+    (data_dir / "ner_img").mkdir()
+    first_id = splits["test"][0][0]
+    Image.new("RGB", (300, 200), (10, 200, 30)).save(data_dir / "ner_img" / f"{first_id}.jpg")
+    assert run_main(tmp_path, data_dir, "--do_predict", "--pred_file", str(data_dir / "test"), "--save_attention",
+                    "--attention_limit", "3") == 0
+    pngs = sorted((tmp_path / "model" / "attention").iterdir())
+    assert len(pngs) == 3
+    for png in pngs:
+        index = int(png.name.split("_")[0])
+        img_id, tokens = splits["test"][index]
+        assert png.name == f"{index}_{img_id}.png" and png.stat().st_size > 1000
+        with Image.open(png) as image:
+            assert image.size == utils.attention_figure_size(len(tokens))
+    with Image.open(pngs[0]) as over_image:  # green image under the heat map of the first tweet
+        rgb = np.asarray(over_image.convert("RGB")).astype(int)
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
+    assert ((g > r + 40) & (g > b + 40)).sum() > 500
+
+
+def test_attention_figure_size_grows_in_rows_of_six():
+    assert utils.attention_figure_size(1) == (200, 200)
+    assert utils.attention_figure_size(6) == (1200, 200)
+    assert utils.attention_figure_size(13) == (1200, 600)
+
+
+@pytest.mark.parametrize("flags, message", [
+    (["--do_predict", "--pred_file", "x", "--save_attention", "--no_img"], "--save_attention needs --do_predict"),
+    (["--do_train", "--seeds", "7,8"], "--seeds needs --do_train and --do_eval"),
+])
+def test_research_flag_combinations_checked(flags, message, capsys):
+    with pytest.raises(SystemExit):
+        main.parse_args(flags)
+    assert message in capsys.readouterr().err
+
+
+def test_prediction_of_unknown_words_and_long_tweets(tmp_path, tiny_data):
+    data_dir, _ = tiny_data
+    run_main(tmp_path, data_dir, "--do_train")
+    long_tweet = [(f"never{i}seen", "O") for i in range(60)]
+    path = write_conll(tmp_path / "new.txt", [("unknown_image", long_tweet)])
+    assert run_main(tmp_path, data_dir, "--do_predict", "--pred_file", str(path)) == 0
+    lines = (tmp_path / "model" / "new.txt.predicted").read_text().splitlines()
+    assert lines[0] == "IMGID:unknown_image" and len(lines) == 1 + 60 + 1
