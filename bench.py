@@ -65,23 +65,29 @@ class LiteralACN(ACN):
 
 # ----------------------------------------------------------------------------------------------------------------
 
-def synthetic_features(path, img_ids, dtype=torch.float16, seed=0):
-    """Full-size (49, 512) non-negative features (like ReLU outputs) for every id; a stand-in for VGG16."""
+def synthetic_features(img_ids, seed=0):
+    """Full-size (49, 512) non-negative float32 features (like ReLU outputs) for every id; a stand-in for VGG16."""
     generator = torch.Generator().manual_seed(seed)
-    torch.save({img_id: torch.relu(torch.randn(49, 512, generator=generator)).to(dtype) for img_id in img_ids}, path)
+    return {img_id: torch.relu(torch.randn(49, 512, generator=generator)) for img_id in img_ids}
 
 
-def prepare(data_dir, work_dir, dtype):
-    """Copy of the three files plus a synthetic feature file in `work_dir`; returns the splits and features."""
-    os.makedirs(work_dir, exist_ok=True)
-    for name in ("train", "dev", "test"):
-        shutil.copy(os.path.join(data_dir, name), os.path.join(work_dir, name))
-    splits = {name: data.read_split(name, os.path.join(work_dir, name)) for name in ("train", "dev", "test")}
+def prepare(data_dir, work_dir):
+    """Two data folders in `work_dir`, float16/ and float32/, each with the three files and the same synthetic
+    features stored in that dtype. Returns the splits and the float16 features, opened as main.py opens them."""
+    splits = {name: data.read_split(name, os.path.join(data_dir, name)) for name in ("train", "dev", "test")}
     ids = list(dict.fromkeys(i for split in splits.values() for i in split.img_ids))
-    feature_file = os.path.join(work_dir, "img_vgg_features.pt")
-    if not os.path.isfile(feature_file):
-        synthetic_features(feature_file, ids, dtype)
-    return splits, data.load_image_features(feature_file, ids)
+    features = None
+    for dtype in ("float32", "float16"):
+        folder = os.path.join(work_dir, dtype)
+        os.makedirs(folder, exist_ok=True)
+        for name in splits:
+            shutil.copy(os.path.join(data_dir, name), os.path.join(folder, name))
+        if not os.path.isfile(os.path.join(folder, "img_vgg_features.pt")):
+            features = features or synthetic_features(ids)
+            torch.save({k: v.to(getattr(torch, dtype)) for k, v in features.items()},
+                       os.path.join(folder, "img_vgg_features.pt"))
+    del features
+    return splits, data.load_image_features(os.path.join(work_dir, "float16", "img_vgg_features.pt"), ids)
 
 
 def time_training(model, examples, features, device, steps, batch_size=16, warmup=10):
@@ -117,7 +123,8 @@ def sync(device):
 
 
 def full_run(work_dir, extra):
-    """The complete default run as a user types it, in a child process: wall seconds, peak RSS (GB), metrics."""
+    """The complete default run as a user types it, in a child process: wall seconds, peak RSS (GB), metrics.
+    Peak RSS is the largest of all children so far (ru_maxrss of RUSAGE_CHILDREN), so the float16 run goes first."""
     model_dir = os.path.join(work_dir, "model")
     command = [sys.executable, os.path.join(HERE, "main.py"), "--do_train", "--do_eval", "--no_w2v", "--offline",
                "--no_progress", "--data_dir", work_dir, "--model_dir", model_dir,
@@ -136,15 +143,14 @@ def main():
                    help="folder with the Twitter-2015 train/dev/test files")
     p.add_argument("--work_dir", default=None, help="scratch folder (default: a temporary one, removed after)")
     p.add_argument("--steps", type=int, default=100, help="timed training steps per device")
-    p.add_argument("--feature_dtype", choices=["float16", "float32"], default="float16",
-                   help="dtype of the synthetic feature file")
     p.add_argument("--skip_full_run", action="store_true", help="only the throughput rows")
+    p.add_argument("--skip_float32_run", action="store_true", help="no second full run with float32 features")
     args = p.parse_args()
     work_dir = args.work_dir or tempfile.mkdtemp(prefix="acn-bench-")
     import logging
     logging.basicConfig(level=logging.ERROR)
 
-    splits, features = prepare(args.data_dir, work_dir, getattr(torch, args.feature_dtype))
+    splits, features = prepare(args.data_dir, work_dir)
     vocab = data.build_vocab([s.tweets for s in splits.values()], splits["train"].tweets, 23204, 102, ["all"])
     train = data.encode_tweets(splits["train"].tweets, vocab, 30, features, 35)
     test = data.encode_tweets(splits["test"].tweets, vocab, 30, features)
@@ -163,13 +169,19 @@ def main():
                  (f"{device.type}: speed-up of the factored co-attention step", f"{ours / literal:.2f}x"),
                  (f"{device.type}: evaluation throughput (tweets/s, batch 32, test)", f"{evaluation:.0f}")]
     if not args.skip_full_run:
-        for device_flag in ([[]] if not torch.cuda.is_available() else [["--no_cuda"], []]):
-            label = "cuda" if torch.cuda.is_available() and not device_flag else "cpu"
-            wall, peak, metrics = full_run(work_dir, device_flag)
-            rows += [(f"{label}: complete default run, wall (s)", f"{wall:.1f}"),
-                     (f"{label}: complete default run, peak resident memory (GB)", f"{peak:.2f}"),
-                     (f"{label}: that run's dev / test F1 (synthetic features)",
-                      f"{100 * metrics['dev']['f1']:.2f} / {100 * metrics['test']['f1']:.2f}")]
+        runs = [("cpu", "float16", ["--no_cuda"])]
+        if torch.cuda.is_available():
+            runs.append(("cuda", "float16", []))
+        if not args.skip_float32_run:
+            runs.append(("cpu", "float32", ["--no_cuda"]))
+        for label, dtype, flags in runs:
+            wall, peak, metrics = full_run(os.path.join(work_dir, dtype), flags)
+            rows.append((f"{label}, {dtype} features: complete default run, wall (s)", f"{wall:.1f}"))
+            if dtype == "float16" and label == "cpu":
+                rows.append((f"{label}, {dtype} features: complete default run, peak resident memory (GB)",
+                             f"{peak:.2f}"))
+            rows.append((f"{label}, {dtype} features: dev / test F1 (seed 7, synthetic features)",
+                         f"{100 * metrics['dev']['f1']:.2f} / {100 * metrics['test']['f1']:.2f}"))
     width = max(len(name) for name, _ in rows)
     print(f"\n| {'measure':<{width}} | value |\n|{'-' * (width + 2)}|-------|")
     for name, value in rows:

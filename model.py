@@ -5,7 +5,7 @@ https://ojs.aaai.org/index.php/AAAI/article/view/11962
 
 Read top to bottom, the modules follow the paper: character CNN and BiLSTM (the text encoder), the image regions
 projected to the hidden size, word-guided visual attention, image-guided textual attention, gated multimodal
-fusion, the filtration gate, and a CRF. Section numbers refer to docs/acn-model.md in the README.
+fusion, the filtration gate, and a CRF. Section numbers match the table "The model" in README.md.
 
 Shapes: B tweets in a batch, S words (the longest tweet of the batch), C characters (the longest word),
 R = 49 image regions, k = hidden size, T = number of tags.
