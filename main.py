@@ -60,12 +60,13 @@ def positive_float(text):
 
 
 def int_list(text):
+    message = f"expected comma-separated positive integers such as 2,3,4, got {text!r}"
     try:
         values = [int(part) for part in text.split(",")]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers such as 2,3,4, got {text!r}") from None
+        raise argparse.ArgumentTypeError(message) from None
     if not values or min(values) <= 0:
-        raise argparse.ArgumentTypeError(f"expected comma-separated positive integers such as 2,3,4, got {text!r}")
+        raise argparse.ArgumentTypeError(message)
     return values
 
 

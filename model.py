@@ -154,7 +154,8 @@ class CoAttentionScore(nn.Module):
             item_term = torch.tanh(self.item_proj(items)) @ w_item                  # (B, N)
             query_term = torch.tanh(self.query_proj(queries)) @ w_query + self.score.bias  # (B, S)
             return query_term[:, :, None] + item_term[:, None, :]                   # (B, S, N)
-        hidden = torch.tanh(self.query_proj(queries)[:, :, None, :] + self.item_proj(items)[:, None, :, :])  # (B, S, N, k)
+        hidden = torch.tanh(self.query_proj(queries)[:, :, None, :]                  # (B, S, 1, k)
+                            + self.item_proj(items)[:, None, :, :])                 # (B, S, N, k)
         return self.score(hidden).squeeze(-1)                                        # (B, S, N)
 
 

@@ -100,10 +100,7 @@ def score(gold, predicted):
 def evaluate(model, split, vocab, features, batch_size, device, progress=True):
     """Score the model on a split (tweets + their full-length examples); returns (metrics, predictions)."""
     predicted = predict(model, split.examples, len(split.tweets), vocab, features, batch_size, device, progress)
-    gold = [tweet.tags for tweet in split.tweets]
-    for tweet, tags in zip(split.tweets, predicted):
-        assert len(tags) == len(tweet.tags), f"tweet {tweet.img_id}: {len(tags)} predictions for {len(tweet.tags)} tokens"
-    return score(gold, predicted), predicted
+    return score([tweet.tags for tweet in split.tweets], predicted), predicted
 
 
 def format_metrics(name, metrics):
@@ -122,7 +119,7 @@ def write_predictions(path, tweets, predicted, with_gold=True):
     out = []
     for tweet, tags in zip(tweets, predicted):
         out.append(f"IMGID:{tweet.img_id}")
-        for token, gold, pred in zip(tweet.tokens, tweet.tags, tags):
+        for token, gold, pred in zip(tweet.tokens, tweet.tags, tags, strict=True):  # every token has a prediction
             out.append(f"{token}\t{gold}\t{pred}" if with_gold else f"{token}\t{pred}")
         out.append("")
     atomic_write_text(path, "\n".join(out) + "\n")
@@ -133,7 +130,8 @@ def write_predictions(path, tweets, predicted, with_gold=True):
 
 def make_optimizer(name, parameters, learning_rate):
     if name == "adam":
-        return torch.optim.Adam(parameters, lr=learning_rate, fused=True)  # one kernel per step: same update, ~1.4x faster training on CPU
+        # fused: one kernel for the whole update (same arithmetic); ~1.4x faster training on CPU
+        return torch.optim.Adam(parameters, lr=learning_rate, fused=True)
     if name == "rmsprop":
         return torch.optim.RMSprop(parameters, lr=learning_rate)
     raise ValueError(f"unknown optimizer {name!r}")

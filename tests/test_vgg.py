@@ -17,7 +17,8 @@ def draw_images(img_dir):
     """One image per case a Twitter crawl produces; returns {id: should_succeed}."""
     img_dir.mkdir(parents=True, exist_ok=True)
     gradient = np.tile(np.arange(64, dtype=np.uint8) * 4, (48, 1))
-    Image.fromarray(np.stack([gradient, gradient.T[:48, :48].repeat(2, 1)[:, :64], gradient], -1)).save(img_dir / "rgb.jpg")
+    stripes = gradient.T[:48, :48].repeat(2, 1)[:, :64]
+    Image.fromarray(np.stack([gradient, stripes, gradient], -1)).save(img_dir / "rgb.jpg")
     Image.fromarray(gradient, mode="L").save(img_dir / "gray.png")
     palette = Image.fromarray(gradient, mode="L").convert("P")
     palette.info["transparency"] = 0
@@ -66,7 +67,8 @@ def test_conversions_keep_content_upright_and_eight_bit(tmp_path):
         rgb = np.asarray(vgg.to_rgb(image))
     assert rgb.dtype == np.uint8 and rgb.max() > 200 and rgb.min() < 10  # scaled, not clipped to white
     with Image.open(tmp_path / "rgba.png") as image:
-        assert vgg.to_rgb(image).getpixel((0, 0)) == (227, 132, 132)  # half-transparent red over white: 200*128/255 + 255*127/255
+        # half-transparent red over white: 200 * 128/255 + 255 * 127/255 = 227
+        assert vgg.to_rgb(image).getpixel((0, 0)) == (227, 132, 132)
     with Image.open(tmp_path / "cmyk.jpg") as image:
         r, g, b = vgg.to_rgb(image).getpixel((5, 5))
     assert r > 200 and g < 60 and b < 60
