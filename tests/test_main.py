@@ -220,3 +220,24 @@ def test_missing_data_offline_names_url_path_and_flag(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"{tmp_path}/train is missing and --offline forbids downloading it from https://" in err
     assert "--data_dir" in err
+
+
+def test_logging_steps_evaluate_inside_epochs(tmp_path, tiny_data):
+    data_dir, _ = tiny_data  # 40 tweets, batch 16: 3 steps per epoch
+    run_main(tmp_path, data_dir, "--do_train", "--logging_steps", "2")
+    history = json.loads((tmp_path / "model" / "metrics.json").read_text())["history"]
+    assert [h["step"] for h in history] == [2, 3, 4, 6]
+    assert [round(h["epoch"], 3) for h in history] == [0.667, 1, 1.333, 2]
+
+
+def test_rmsprop_and_vocab_from_train(tmp_path, tiny_data):
+    data_dir, splits = tiny_data
+    assert isinstance(trainer.make_optimizer("rmsprop", [torch.zeros(1, requires_grad=True)], 0.1),
+                      torch.optim.RMSprop)
+    assert run_main(tmp_path, data_dir, "--do_train", "--do_eval", "--optimizer", "rmsprop",
+                    "--vocab_from", "train") == 0
+    vocab = json.loads((tmp_path / "vocab" / "vocab.json").read_text())
+    assert vocab["built_from"] == ["train"]
+    train_chars = {c for _, tokens in splits["train"] for tok, _ in tokens for c in tok}
+    assert set(vocab["chars"][2:]) == train_chars
+    assert json.loads((tmp_path / "model" / "config.json").read_text())["optimizer"] == "rmsprop"
