@@ -10,7 +10,6 @@ equations (kept here as the reference only). On CUDA too when a GPU is present.
 import argparse
 import json
 import os
-import resource
 import shutil
 import subprocess
 import sys
@@ -123,8 +122,8 @@ def sync(device):
 
 
 def full_run(work_dir, extra):
-    """The complete default run as a user types it, in a child process: wall seconds, peak RSS (GB), metrics.
-    Peak RSS is the largest of all children so far (ru_maxrss of RUSAGE_CHILDREN), so the float16 run goes first."""
+    """The complete default run as a user types it, in a child process: wall seconds, peak resident memory (GB, as
+    main.py measured itself: VmHWM), metrics."""
     model_dir = os.path.join(work_dir, "model")
     command = [sys.executable, os.path.join(HERE, "main.py"), "--do_train", "--do_eval", "--no_w2v", "--offline",
                "--no_progress", "--data_dir", work_dir, "--model_dir", model_dir,
@@ -132,9 +131,9 @@ def full_run(work_dir, extra):
     start = time.perf_counter()
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wall = time.perf_counter() - start
-    peak_gb = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1e6  # KiB on Linux -> ~GB
     with open(os.path.join(model_dir, "metrics.json"), encoding="utf-8") as f:
-        return wall, peak_gb, json.load(f)
+        metrics = json.load(f)
+    return wall, metrics["peak_memory_gb"], metrics
 
 
 def main():
@@ -177,9 +176,7 @@ def main():
         for label, dtype, flags in runs:
             wall, peak, metrics = full_run(os.path.join(work_dir, dtype), flags)
             rows.append((f"{label}, {dtype} features: complete default run, wall (s)", f"{wall:.1f}"))
-            if dtype == "float16" and label == "cpu":
-                rows.append((f"{label}, {dtype} features: complete default run, peak resident memory (GB)",
-                             f"{peak:.2f}"))
+            rows.append((f"{label}, {dtype} features: complete default run, peak resident memory (GB)", f"{peak:.2f}"))
             rows.append((f"{label}, {dtype} features: dev / test F1 (seed 7, synthetic features)",
                          f"{100 * metrics['dev']['f1']:.2f} / {100 * metrics['test']['f1']:.2f}"))
     width = max(len(name) for name, _ in rows)

@@ -286,6 +286,7 @@ def run(args):
         metrics["best_epoch"] = saved["epoch"]
         metrics["best_step"] = saved["step"]
         metrics["wall_seconds"] = round(time.time() - wall_start, 2)
+        metrics["peak_memory_gb"] = round(utils.peak_memory_gb(), 3)
         utils.atomic_write_text(metrics_path, json.dumps(metrics, indent=2))
         logger.info("Wrote %s and the predictions to %s", metrics_path, args.model_dir)
     if args.do_predict:

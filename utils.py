@@ -19,6 +19,20 @@ def init_logger(verbose=False):
                         level=logging.DEBUG if verbose else logging.INFO)
 
 
+def peak_memory_gb():
+    """Peak resident memory of this process so far, in GB (10^9 bytes). Linux's VmHWM belongs to the process's own
+    address space, so a child started by fork+exec does not inherit its parent's peak (getrusage does)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024 / 1e9
+    except OSError:
+        pass
+    import resource
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9  # KiB on Linux
+
+
 def set_seed(seed):
     random.seed(seed)
     np.random.seed(seed)

@@ -38,6 +38,7 @@ def test_train_and_eval_writes_every_output(tmp_path, tiny_data):
 
     metrics = json.loads((model_dir / "metrics.json").read_text())
     assert metrics["best_epoch"] in (1, 2) and len(metrics["history"]) == 2
+    assert 0.1 < metrics["peak_memory_gb"] < 24  # this process's own peak (torch alone is ~0.2 GB)
     best = max(metrics["history"], key=lambda h: h["dev_f1"])
     assert metrics["dev"]["f1"] == pytest.approx(best["dev_f1"])
     for name in ("dev", "test"):  # every gold token and entity of every tweet is counted
