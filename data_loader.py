@@ -316,22 +316,33 @@ def load_word_vectors(path, vocab, dim, max_bad_fraction=0.01, seed=7):
 # ----------------------------------------------------------------------------------------------------------------
 # Image features
 
-def _release_pages(tensor):
+def _release_pages(tensor, mapped_range):
     """Let the kernel take back the resident pages of a tensor that views a memory-mapped, read-only file.
 
-    The data stays in the OS page cache (evictable), so the next read of the tensor costs a page fault, not a disk
-    read; the process's resident memory no longer holds it. Only call this on views of a file mapping: on ordinary
-    memory MADV_DONTNEED would discard the data."""
+    The data stays in the OS page cache (evictable), so the next read costs a page fault, not a disk read; the
+    process's resident memory no longer holds it. A read fault also maps up to 64 KiB of neighbouring cached pages
+    ("fault-around"), so the release reaches that far on both sides, clamped to `mapped_range`, the part of the
+    file mapping that holds the tensors: clean pages of a read-only file mapping are simply read again when next
+    used, whereas MADV_DONTNEED on ordinary memory would discard its data."""
     if _LIBC is None:
         return
+    low, high = mapped_range
     start = tensor.untyped_storage().data_ptr() + tensor.storage_offset() * tensor.element_size()
     end = start + tensor.numel() * tensor.element_size()
-    first, last = -(-start // _PAGE) * _PAGE, end // _PAGE * _PAGE  # whole pages inside the tensor only
-    if last > first:
-        _LIBC.madvise(ctypes.c_void_p(first), ctypes.c_size_t(last - first), _MADV_DONTNEED)
+    first = max(low, (start - _FAULT_AROUND) // _PAGE * _PAGE)
+    last = min(high, -(-(end + _FAULT_AROUND) // _PAGE) * _PAGE)
+    _LIBC.madvise(ctypes.c_void_p(first), ctypes.c_size_t(last - first), _MADV_DONTNEED)
+
+
+def _span(tensors):
+    """(first, last) page-aligned addresses covering the storages of `tensors`, all views of one file mapping."""
+    starts = [t.untyped_storage().data_ptr() for t in tensors]
+    ends = [s + t.untyped_storage().nbytes() for s, t in zip(starts, tensors)]
+    return min(starts) // _PAGE * _PAGE, -(-max(ends) // _PAGE) * _PAGE
 
 
 _PAGE = mmap.PAGESIZE
+_FAULT_AROUND = 64 * 1024  # Linux's default fault_around_bytes
 _MADV_DONTNEED = 4
 _LIBC = ctypes.CDLL(None) if sys.platform.startswith("linux") else None
 
@@ -345,17 +356,17 @@ class FeatureTable:
     regions: list             # row -> (49, 512) tensor (a view of the mapped file, or of memory if not mappable)
     row_of: dict              # image id (str) -> row
     missing_ids: list         # ids asked for and not in the file
-    mapped: bool = False      # the views point into a file mapping, so their pages may be released
+    mapped_range: tuple = None  # (first, last) address of the file mapping the views point into, if mapped
 
     def rows(self, img_ids):
         return [self.row_of.get(img_id, 0) for img_id in img_ids]
 
     def gather(self, rows):
         region_feats = torch.stack([self.regions[row] for row in rows]).float()  # (B, 49, 512)
-        if self.mapped:
+        if self.mapped_range is not None:
             for row in rows:
                 if row:
-                    _release_pages(self.regions[row])
+                    _release_pages(self.regions[row], self.mapped_range)
         return region_feats
 
 
@@ -405,17 +416,18 @@ def load_image_features(path, img_ids):
     missing = [img_id for img_id in wanted if img_id not in by_id]
 
     regions = [torch.zeros(NUM_REGIONS, REGION_DIM)]
+    mapped_range = _span([v for v in stored.values() if isinstance(v, torch.Tensor)]) if mapped and present else None
     for img_id in present:
         regions.append(_as_regions(path, img_id, stored[by_id[img_id]]))
-        if mapped:
-            _release_pages(regions[-1])  # the check above read it; give the pages back
+        if mapped_range is not None:
+            _release_pages(regions[-1], mapped_range)  # the check above read it; give the pages back
     row_of = {img_id: row for row, img_id in enumerate(present, start=1)}
     if missing:
         logger.warning("%s: %d of %d image ids have no feature; their tweets get a zero feature and stay in the data"
                        "%s", path, len(missing), len(wanted), "" if logger.isEnabledFor(logging.DEBUG)
                        else " (--verbose lists them)")
         logger.debug("Image ids without a feature: %s", " ".join(missing))
-    return FeatureTable(regions, row_of, missing, mapped)
+    return FeatureTable(regions, row_of, missing, mapped_range)
 
 
 # ----------------------------------------------------------------------------------------------------------------
