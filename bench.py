@@ -21,6 +21,7 @@ os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "8")  # as main.py does
 import torch  # noqa: E402
 
 import data_loader as data  # noqa: E402
+import trainer  # noqa: E402
 from model import ACN, ModelConfig  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -90,7 +91,7 @@ def prepare(data_dir, work_dir):
 
 
 def time_training(model, examples, features, device, steps, batch_size=16, warmup=10):
-    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3, fused=device.type == "cpu" or None)
+    optimizer = trainer.make_optimizer("adam", model.parameters(), 1e-3)  # as main.py trains
     generator = torch.Generator().manual_seed(0)
     stream = data.batches(examples, batch_size, features, shuffle=True, generator=generator)
     batches = [next(stream) for _ in range(warmup + steps)]
@@ -99,21 +100,17 @@ def time_training(model, examples, features, device, steps, batch_size=16, warmu
         if i == warmup:
             sync(device)
             start = time.perf_counter()
-        loss = model.loss(batch.to(device))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
+        trainer.train_step(model, optimizer, batch.to(device))
     sync(device)
     return steps * batch_size / (time.perf_counter() - start)
 
 
-def time_evaluation(model, examples, features, device, batch_size=32):
-    model.eval()
+def time_evaluation(model, split, vocab, features, device, batch_size=32):
+    """Tweets per second through trainer.predict, the path evaluation takes (Viterbi decoding, tags as strings)."""
     start = time.perf_counter()
-    for batch in data.batches(examples, batch_size, features, by_length=True):
-        model.decode(batch.to(device))
+    trainer.predict(model, split.examples, len(split.tweets), vocab, features, batch_size, device, progress=False)
     sync(device)
-    return len(examples) / (time.perf_counter() - start)
+    return len(split.tweets) / (time.perf_counter() - start)
 
 
 def sync(device):
@@ -152,7 +149,7 @@ def main():
     splits, features = prepare(args.data_dir, work_dir)
     vocab = data.build_vocab([s.tweets for s in splits.values()], splits["train"].tweets, 23204, 102, ["all"])
     train = data.encode_tweets(splits["train"].tweets, vocab, 30, features, 35)
-    test = data.encode_tweets(splits["test"].tweets, vocab, 30, features)
+    splits["test"].examples = data.encode_tweets(splits["test"].tweets, vocab, 30, features)
     config = ModelConfig(len(vocab.words), len(vocab.chars), len(vocab.tags))
 
     rows = [("machine", f"{os.cpu_count()} CPU cores, torch {torch.__version__}, {torch.get_num_threads()} threads")]
@@ -162,7 +159,7 @@ def main():
         ours = time_training(ACN(config).to(device), train, features, device, args.steps)
         torch.manual_seed(7)
         literal = time_training(LiteralACN(config).to(device), train, features, device, max(10, args.steps // 4))
-        evaluation = time_evaluation(ACN(config).to(device), test, features, device)
+        evaluation = time_evaluation(ACN(config).to(device), splits["test"], vocab, features, device)
         rows += [(f"{device.type}: training throughput (tweets/s, batch 16)", f"{ours:.0f}"),
                  (f"{device.type}: same step, literal .repeat() co-attention (tweets/s)", f"{literal:.0f}"),
                  (f"{device.type}: speed-up of the factored co-attention step", f"{ours / literal:.2f}x"),

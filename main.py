@@ -324,9 +324,12 @@ def save_attention_maps(args, model, split, features, device):
         with torch.no_grad():
             _, maps = model(data.collate([example], features).to(device))
         image_path = find_image(os.path.join(args.data_dir, args.img_dir), tweet.img_id)
-        image = Image.open(image_path) if image_path else None
         path = os.path.join(folder, f"{example.index}_{tweet.img_id}.png")
-        utils.plot_visual_attention(tweet.tokens, maps["visual"][0].cpu(), path, image)
+        if image_path:
+            with Image.open(image_path) as image:
+                utils.plot_visual_attention(tweet.tokens, maps["visual"][0].cpu(), path, image)
+        else:
+            utils.plot_visual_attention(tweet.tokens, maps["visual"][0].cpu(), path)
     logger.info("Wrote %d attention maps to %s", min(len(split.examples), args.attention_limit), folder)
 
 

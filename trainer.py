@@ -137,6 +137,15 @@ def make_optimizer(name, parameters, learning_rate):
     raise ValueError(f"unknown optimizer {name!r}")
 
 
+def train_step(model, optimizer, batch):
+    """One update on one batch (already on the model's device); returns the loss tensor."""
+    loss = model.loss(batch)
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    optimizer.step()
+    return loss
+
+
 def train(model, train_examples, dev, vocab, features, *, model_dir, optimizer_name, learning_rate, epochs,
           batch_size, eval_batch_size, logging_steps, seed, device, progress=True):
     """Train, evaluating on dev after every epoch (and every `logging_steps` steps if > 0); the checkpoint with the
@@ -170,10 +179,7 @@ def train(model, train_examples, dev, vocab, features, *, model_dir, optimizer_n
             loss_sum, loss_count = 0.0, 0
             stream = batches(train_examples, batch_size, features, shuffle=True, generator=generator)
             for batch in tqdm(stream, total=steps_per_epoch, desc="Training", leave=False, disable=not progress):
-                loss = model.loss(batch.to(device))
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
+                loss = train_step(model, optimizer, batch.to(device))
                 step += 1
                 loss_sum, loss_count = loss_sum + loss.item(), loss_count + 1
                 if logging_steps > 0 and step % logging_steps == 0 and step % steps_per_epoch != 0:

@@ -4,6 +4,7 @@ import glob
 import logging
 import os
 import random
+import sys
 import tempfile
 import zipfile
 
@@ -30,7 +31,8 @@ def peak_memory_gb():
     except OSError:
         pass
     import resource
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024 / 1e9  # KiB on Linux
+    unit = 1 if sys.platform == "darwin" else 1024  # ru_maxrss is in bytes on macOS, KiB elsewhere
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * unit / 1e9
 
 
 def set_seed(seed):
@@ -182,7 +184,6 @@ def plot_visual_attention(words, alpha, path, image=None):
     """One 7 x 7 panel per word: that word's attention over the image regions (row-major, as VGG16's pool5 grid),
     drawn over the image when it is given (a PIL image), else on its own. Panels are 2 x 2 inches."""
     plt = _pyplot()
-    import numpy as np
     width, height = attention_figure_size(len(words))
     columns, rows = width // (2 * DPI), height // (2 * DPI)
     fig, axes = plt.subplots(rows, columns, figsize=(width / DPI, height / DPI), dpi=DPI, squeeze=False)

@@ -33,11 +33,12 @@ def make_tweets(n, seed, min_len=3, max_len=12):
 
 
 def write_conll(path, tweets):
+    """IMGID-CoNLL file of [(img_id, [(token, tag)])]; a tag of None writes the token alone (an untagged file)."""
     with open(path, "w", encoding="utf-8") as f:
         for img_id, tokens in tweets:
             f.write(f"IMGID:{img_id}\n")
             for token, tag in tokens:
-                f.write(f"{token}\t{tag}\n")
+                f.write(f"{token}\t{tag}\n" if tag is not None else f"{token}\n")
             f.write("\n")
     return path
 

@@ -8,7 +8,7 @@ import torch
 
 import main
 import utils
-from conftest import SMALL_MODEL, make_tweets
+from conftest import SMALL_MODEL, make_tweets, write_conll
 
 FILES = {}  # path on the server -> bytes
 
@@ -70,8 +70,7 @@ def test_failures_leave_no_file_and_say_what_to_do(server, tmp_path, path, reaso
 def test_main_fetches_missing_files_on_first_run(server, tmp_path, monkeypatch):
     splits = {"train": make_tweets(20, 1), "dev": make_tweets(6, 2), "test": make_tweets(6, 3)}
     for name, tweets in splits.items():
-        FILES[f"/data/{name}"] = "".join(f"IMGID:{i}\n" + "".join(f"{a}\t{b}\n" for a, b in toks) + "\n"
-                                         for i, toks in tweets).encode()
+        FILES[f"/data/{name}"] = write_conll(tmp_path / f"served_{name}", tweets).read_bytes()
     vectors = "".join(f"{w} " + " ".join(["0.5"] * 8) + "\n" for w in ["the", "paris", "city"])
     FILES["/wordvec/word_vector_200d.vec"] = vectors.encode()
     features_path = tmp_path / "served.pt"

@@ -114,10 +114,11 @@ def test_predict_with_and_without_gold(tmp_path, tiny_data):
     scored = json.loads((tmp_path / "model" / "tagged.txt.predicted.metrics.json").read_text())
     assert scored["tokens"] == sum(len(t) for _, t in tweets)
 
-    untagged = tmp_path / "plain.txt"
-    untagged.write_text("".join(f"IMGID:{i}\n" + "".join(f"{tok}\n" for tok, _ in toks) + "\n" for i, toks in tweets))
-    assert run_main(tmp_path, data_dir, "--do_predict", "--pred_file", str(untagged)) == 0
-    written = read_predictions(tmp_path / "model" / "plain.txt.predicted")
+    untagged = write_conll(tmp_path / "plain.txt", [(i, [(tok, None) for tok, _ in toks]) for i, toks in tweets])
+    chosen = tmp_path / "elsewhere" / "tags.conll"
+    assert run_main(tmp_path, data_dir, "--do_predict", "--pred_file", str(untagged), "--pred_output", str(chosen)) == 0
+    assert not (tmp_path / "model" / "plain.txt.predicted").exists()
+    written = read_predictions(chosen)
     assert all(len(field) == 2 for _, fields in written for field in fields)  # token, predicted
     assert not (tmp_path / "model" / "plain.txt.predicted.metrics.json").exists()
 

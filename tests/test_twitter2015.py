@@ -10,7 +10,7 @@ import torch
 from seqeval.metrics.sequence_labeling import get_entities
 
 import data_loader as data
-from conftest import run_main
+from conftest import run_main, write_conll
 
 EXPECTED = {"train": (4000, 64439), "dev": (1000, 16178), "test": (3257, 52822)}
 
@@ -36,9 +36,7 @@ def test_train_subset_and_evaluate_everything(tmp_path, twitter2015_dir):
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     train, _ = data.read_tweets(os.path.join(twitter2015_dir, "train"))
-    with open(data_dir / "train", "w", encoding="utf-8") as f:  # the first 300 training tweets
-        for tweet in train[:300]:
-            f.write(f"IMGID:{tweet.img_id}\n" + "".join(f"{a}\t{b}\n" for a, b in zip(tweet.tokens, tweet.tags)) + "\n")
+    write_conll(data_dir / "train", [(t.img_id, list(zip(t.tokens, t.tags))) for t in train[:300]])  # first 300
     for name in ("dev", "test"):
         shutil.copy(os.path.join(twitter2015_dir, name), data_dir / name)
     dev, _ = data.read_tweets(str(data_dir / "dev"))
