@@ -5,10 +5,11 @@
 Prints one table: training throughput (tweets/s, steady state), evaluation throughput, the wall time and peak
 resident memory of the complete default run (`main.py --do_train --do_eval --no_w2v`, run as a child process),
 and one training step of our co-attention against the literal `.repeat()` + concat formulation of the same
-equations (kept here as the reference only). On CUDA too when a GPU is present.
+equations (tests/reference.py). On CUDA too when a GPU is present.
 """
 import argparse
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -23,44 +24,9 @@ import torch  # noqa: E402
 import data_loader as data  # noqa: E402
 import trainer  # noqa: E402
 from model import ACN, ModelConfig  # noqa: E402
+from tests.reference import LiteralACN  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# The reference: sections 3 and 4 of the model exactly as written, every (word, region) and (word, word) pair
-# materialised with .repeat() and concatenated, as the existing re-implementation does. Not used for training.
-
-def literal_coattention(visual_attention, textual_attention, regions, words, word_mask):
-    """The "concat" co-attention computed literally. Returns (v̂, α, ĥ, β) as model.py's modules do."""
-    B, S, k = words.shape
-    R = regions.size(1)
-    visual = visual_attention.scores
-    regions_rep = regions.unsqueeze(1).repeat(1, S, 1, 1)                          # (B, S, R, k)
-    words_rep = words.unsqueeze(2).repeat(1, 1, R, 1)                              # (B, S, R, k)
-    z = torch.tanh(torch.cat([visual.item_proj(regions_rep), visual.query_proj(words_rep)], dim=-1))  # (B, S, R, 2k)
-    alpha = torch.softmax(visual.score(z).squeeze(-1), dim=-1)                     # (B, S, R)
-    attended_regions = alpha @ regions                                             # (B, S, k)
-
-    textual = textual_attention.scores
-    items_rep = words.unsqueeze(1).repeat(1, S, 1, 1)                              # (B, S, S, k) item j
-    queries_rep = attended_regions.unsqueeze(2).repeat(1, 1, S, 1)                 # (B, S, S, k) query t
-    z2 = torch.tanh(torch.cat([textual.item_proj(items_rep), textual.query_proj(queries_rep)], dim=-1))  # (B,S,S,2k)
-    scores = textual.score(z2).squeeze(-1).masked_fill(~word_mask[:, None, :], float("-inf"))  # (B, S, S)
-    beta = torch.softmax(scores, dim=-1)                                           # (B, S, S)
-    return attended_regions, alpha, beta @ words, beta
-
-
-class LiteralACN(ACN):
-    """ACN whose co-attention is computed by literal_coattention (same parameters, same results, slower)."""
-
-    def forward(self, batch):
-        words = self.text_encoder(batch.word_ids, batch.char_ids, batch.word_mask)
-        regions = self.region_projection(batch.region_feats)
-        attended_regions, alpha, attended_words, beta = literal_coattention(
-            self.visual_attention, self.textual_attention, regions, words, batch.word_mask)
-        multimodal = self.fusion(attended_regions, attended_words)
-        return self.filtration(words, multimodal), {"visual": alpha, "textual": beta}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -123,8 +89,7 @@ def full_run(work_dir, extra):
     main.py measured itself: VmHWM), metrics."""
     model_dir = os.path.join(work_dir, "model")
     command = [sys.executable, os.path.join(HERE, "main.py"), "--do_train", "--do_eval", "--no_w2v", "--offline",
-               "--no_progress", "--data_dir", work_dir, "--model_dir", model_dir,
-               "--vocab_dir", os.path.join(work_dir, "vocab"), *extra]
+               "--no_progress", "--data_dir", work_dir, "--model_dir", model_dir, *extra]
     start = time.perf_counter()
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wall = time.perf_counter() - start
@@ -143,7 +108,6 @@ def main():
     p.add_argument("--skip_float32_run", action="store_true", help="no second full run with float32 features")
     args = p.parse_args()
     work_dir = args.work_dir or tempfile.mkdtemp(prefix="acn-bench-")
-    import logging
     logging.basicConfig(level=logging.ERROR)
 
     splits, features = prepare(args.data_dir, work_dir)

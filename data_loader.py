@@ -5,15 +5,11 @@ Nothing here drops data silently: every substitution (a missing tag read as O, a
 an unknown word) is counted and reported, and anything malformed stops with a DataError that names the file
 and line (or the image id) and says what to do.
 """
-import ctypes
-import json
 import logging
 import math
-import mmap
 import os
 import re
-import sys
-from collections import Counter
+from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 
 import torch
@@ -22,7 +18,8 @@ logger = logging.getLogger(__name__)
 
 PAD, UNK = "[PAD]", "[UNK]"  # index 0 and 1 of the word and char vocabularies
 NUM_REGIONS, REGION_DIM = 49, 512  # VGG16 pool5 for a 224 x 224 image: 7 x 7 regions of 512 channels
-VOCAB_FILE = "vocab.json"
+PROVENANCE_KEY = "__provenance__"  # reserved key of a feature file: how save_vgg_feature.py made it
+MISSING_FEATURES_WARN = 0.1  # a share of image ids without a feature above this is a loud warning
 
 
 class DataError(ValueError):
@@ -48,6 +45,7 @@ class ReadStats:
     empty_tweets: int = 0        # IMGID with no token line; kept (nothing to tag)
     dangling_inside: int = 0     # I-X not preceded by B-X/I-X; seqeval reads it as the start of an entity
     duplicate_ids: int = 0       # tweets whose image id was already used by an earlier tweet; all kept
+    tagged_id_lines: int = 0     # `IMGID:<id><TAB><tag>` lines: the tag column is not part of the id
 
 
 BIO_TAG = re.compile(r"O|[BI]-\S+")
@@ -64,17 +62,38 @@ def _decode_utf8(path, raw):
                         f"(e.g. `iconv -f latin1 -t utf-8`).") from None
 
 
+def read_bytes(path, what, hint):
+    """The bytes of a data file, or a DataError that says why it cannot be read (`what` names the file's role,
+    `hint` the flags that point elsewhere)."""
+    if os.path.isdir(path):
+        raise DataError(f"{path}: is a directory, not a {what}. {hint}")
+    if not os.path.exists(path):
+        raise DataError(f"{path}: no such file. {hint}")
+    try:
+        with open(path, "rb") as f:
+            return f.read()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot be read ({exc.strerror}). Check its permissions (`ls -l {path}`).") from None
+
+
+LINE_END = re.compile(r"\r\n|\r|\n")  # CRLF, old-Mac CR and LF; not U+2028 and the like, which tokens may hold
+BLANK = " \t"                          # a blank line holds only these
+
+
+def invisible_line_error(path, line_no, line):
+    codes = ", ".join(sorted({f"U+{ord(c):04X}" for c in line if c not in BLANK}))
+    return DataError(f"{path}:{line_no}: the line holds only invisible characters ({codes}). A blank line must be "
+                     f"empty; delete the characters or the line.")
+
+
 def read_tweets(path):
     """Read one IMGID-CoNLL file. Returns (list of Tweet, ReadStats).
 
     A tweet starts with `IMGID:<id>`, then one `token<TAB>tag` line per token; blank lines separate tweets.
-    CRLF line ends and a UTF-8 byte-order mark are accepted.
+    LF, CRLF and CR line ends and a UTF-8 byte-order mark are accepted.
     """
-    if not os.path.isfile(path):
-        raise DataError(f"{path}: no such file. Point --data_dir (and --train_file/--dev_file/--test_file) at the "
-                        f"folder that holds the Twitter-2015 files.")
-    with open(path, "rb") as f:
-        text = _decode_utf8(path, f.read())
+    hint = "Point --data_dir (and --train_file/--dev_file/--test_file) at the folder that holds the data files."
+    text = _decode_utf8(path, read_bytes(path, "data file", hint))
     if not text.strip():
         raise DataError(f"{path}: the file is empty. Expected tweets in IMGID-CoNLL format "
                         f"(`IMGID:<id>`, then `token<TAB>tag` lines).")
@@ -82,15 +101,21 @@ def read_tweets(path):
     tweets, stats, seen_ids = [], ReadStats(), set()
     current = None          # the Tweet being read
     after_blank = False     # a blank line ended the current tweet
-    for line_no, line in enumerate(text.split("\n"), start=1):  # not splitlines(): tokens may hold U+2028 etc.
-        line = line.rstrip("\r")
-        if not line.strip():
+    for line_no, line in enumerate(LINE_END.split(text), start=1):
+        if not line.strip(BLANK):
             after_blank = True
             continue
+        if not line.strip():
+            raise invisible_line_error(path, line_no, line)
         if line.startswith("IMGID:"):
-            img_id = line[len("IMGID:"):].strip()
+            img_id, _, tag_column = line[len("IMGID:"):].partition("\t")
+            img_id = img_id.strip()
             if not img_id:
                 raise DataError(f"{path}:{line_no}: `IMGID:` has no id after it.")
+            if tag_column.strip():  # `IMGID:123<TAB>O`, as some converters write it: the id is what precedes
+                if not BIO_TAG.fullmatch(tag_column.strip()):
+                    raise DataError(f"{path}:{line_no}: {line!r} is not `IMGID:<id>`; expected the id alone.")
+                stats.tagged_id_lines += 1
             if img_id in seen_ids:
                 stats.duplicate_ids += 1
             seen_ids.add(img_id)
@@ -139,21 +164,28 @@ def report_read_stats(path, stats):
                        "of an entity", path, stats.dangling_inside)
     if stats.duplicate_ids:
         logger.warning("%s: %d tweets reuse an image id of an earlier tweet (all kept)", path, stats.duplicate_ids)
+    if stats.tagged_id_lines:
+        logger.info("%s: %d `IMGID:` lines carry a tag column after the id; it was ignored", path,
+                    stats.tagged_id_lines)
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Token normalisation, the way GloVe-Twitter's preprocessing script treats a tweet, applied to one token
 
+# Every pattern runs on untrusted tokens, so none may backtrack more than linearly: no nested or adjacent
+# quantifiers over overlapping characters. GloVe's `www\.(\w+\.)+\S*` is written `www\.\w+\.\S*` (the same
+# language under fullmatch, since \S* absorbs further `\w+\.` groups), and its number pattern
+# `[-+]?[.\d]*\d+[:,.\d]*` as `[-+]?\.*\d[:,.\d]*` (the same language: before the first digit only dots can stand).
 _EYES, _NOSE = r"[8:=;]", r"['`\-]?"
 _NORMAL_FORMS = [  # (pattern the whole token must match, replacement), tried in order
-    (re.compile(r"https?://\S+|www\.(\w+\.)+\S*", re.I), "<url>"),
+    (re.compile(r"https?://\S+|www\.\w+\.\S*", re.I), "<url>"),
     (re.compile(r"@\w+"), "<user>"),
     (re.compile(rf"{_EYES}{_NOSE}[)dD]+|[)dD]+{_NOSE}{_EYES}"), "<smile>"),
     (re.compile(rf"{_EYES}{_NOSE}[pP]+"), "<lolface>"),
     (re.compile(rf"{_EYES}{_NOSE}\(+|\)+{_NOSE}{_EYES}"), "<sadface>"),
     (re.compile(rf"{_EYES}{_NOSE}[/|lL*]"), "<neutralface>"),
     (re.compile(r"<3"), "<heart>"),
-    (re.compile(r"[-+]?[.\d]*\d+[:,.\d]*"), "<number>"),
+    (re.compile(r"[-+]?\.*\d[:,.\d]*"), "<number>"),
 ]
 _ELONGATED = re.compile(r"(.)\1{2,}")          # "sooooo" -> "so" (GloVe: "so <elong>")
 
@@ -176,49 +208,56 @@ def normalize_token(token):
 # ----------------------------------------------------------------------------------------------------------------
 # Vocabularies
 
+WORD_FORMS = {  # how a token becomes a vocabulary word, and how a vocabulary word is looked up in the vectors
+    "glove": (normalize_token, lambda word: word),   # GloVe-Twitter normalisation (this project's default)
+    "raw": (lambda token: token, str.lower),          # the authors' code: raw tokens, vectors looked up lower-cased
+}
+
+
 @dataclass
 class Vocab:
-    words: list          # index -> normalised word; 0 = PAD, 1 = UNK
+    """Words, characters and tags of a trained model, by index. It travels inside the checkpoint, so a model is
+    always scored with the vocabulary it was trained with."""
+    words: list          # index -> vocabulary word (see word_form); 0 = PAD, 1 = UNK
     chars: list          # index -> character; 0 = PAD, 1 = UNK
     tags: list           # index -> tag, as found in the training data
-    built_from: list = field(default_factory=list)
+    built_from: list = field(default_factory=list)  # the splits whose words are in `words`
+    word_form: str = "glove"                        # a key of WORD_FORMS
 
     def __post_init__(self):
         self.word_index = {w: i for i, w in enumerate(self.words)}
         self.char_index = {c: i for i, c in enumerate(self.chars)}
         self.tag_index = {t: i for i, t in enumerate(self.tags)}
 
-    def save(self, vocab_dir):
-        from utils import atomic_write_text
-        data = {"words": self.words, "chars": self.chars, "tags": self.tags, "built_from": self.built_from}
-        atomic_write_text(os.path.join(vocab_dir, VOCAB_FILE), json.dumps(data, ensure_ascii=False))
+    def word_of(self, token):
+        """The vocabulary word a token is looked up as."""
+        return WORD_FORMS[self.word_form][0](token)
+
+    def vector_key(self, word):
+        """The word-vector file entry a vocabulary word takes its vector from."""
+        return WORD_FORMS[self.word_form][1](word)
+
+    def to_dict(self):
+        return {"words": self.words, "chars": self.chars, "tags": self.tags, "built_from": self.built_from,
+                "word_form": self.word_form}
 
     @classmethod
-    def load(cls, vocab_dir):
-        path = os.path.join(vocab_dir, VOCAB_FILE)
-        if not os.path.isfile(path):
-            raise DataError(f"{path}: no vocabulary there. Train first (--do_train writes it), or point --vocab_dir "
-                            f"at the folder of the run you want to evaluate.")
-        try:
-            with open(path, encoding="utf-8") as f:
-                data = json.load(f)
-            return cls(data["words"], data["chars"], data["tags"], data.get("built_from", []))
-        except (json.JSONDecodeError, KeyError, TypeError) as exc:
-            raise DataError(f"{path}: not a vocabulary file written by this code ({exc}). Delete it and train "
-                            f"again.") from None
+    def from_dict(cls, data):
+        return cls(data["words"], data["chars"], data["tags"], data["built_from"], data["word_form"])
 
 
 def _tag_order(tag):
     return (tag != "O", tag[2:], tag[:1])  # O first, then by type, B before I
 
 
-def build_vocab(tweet_lists, train_tweets, max_words, max_chars, built_from):
+def build_vocab(tweet_lists, train_tweets, max_words, max_chars, built_from, word_form="glove"):
     """Word and char vocab from the tweets of `tweet_lists`, most frequent first, capped at max_words/max_chars
     (both including PAD and UNK). Ties keep first-seen order. Tags come from the training data."""
+    to_word = WORD_FORMS[word_form][0]
     word_counts, char_counts = Counter(), Counter()
     for tweets in tweet_lists:
         for tweet in tweets:
-            word_counts.update(normalize_token(tok) for tok in tweet.tokens)
+            word_counts.update(to_word(tok) for tok in tweet.tokens)
             for tok in tweet.tokens:
                 char_counts.update(tok)
     words = [PAD, UNK] + [w for w, _ in word_counts.most_common()]
@@ -230,7 +269,7 @@ def build_vocab(tweet_lists, train_tweets, max_words, max_chars, built_from):
     tags = sorted({tag for tweet in train_tweets for tag in tweet.tags}, key=_tag_order)
     if "O" not in tags:
         tags.insert(0, "O")
-    return Vocab(words[:max_words], chars[:max_chars], tags, built_from)
+    return Vocab(words[:max_words], chars[:max_chars], tags, list(built_from), word_form)
 
 
 def check_tags_known(path, tweets, vocab):
@@ -246,44 +285,66 @@ def check_tags_known(path, tweets, vocab):
 # ----------------------------------------------------------------------------------------------------------------
 # Word vectors
 
+VECTOR_SEPARATOR = re.compile(r"[ \t]+")  # GloVe writes spaces; some converted files use tabs
+
+
+def _vector_lines(path):
+    """(line number, text) of the non-blank lines of a word-vector file, decoded line by line so that a bad byte is
+    reported at its own line."""
+    with open(path, "rb") as f:
+        for line_no, raw in enumerate(f, start=1):
+            try:
+                line = raw.decode("utf-8-sig" if line_no == 1 else "utf-8").rstrip("\r\n")
+            except UnicodeDecodeError as exc:
+                raise DataError(f"{path}:{line_no}: byte {raw[exc.start]:#04x} (byte {exc.start} of the line) is "
+                                f"not UTF-8. Re-encode the file as UTF-8, or train with --no_w2v.") from None
+            if not line.strip(" \t"):
+                continue
+            if not line.strip():
+                raise invisible_line_error(path, line_no, line)
+            yield line_no, line
+
+
 def load_word_vectors(path, vocab, dim, max_bad_fraction=0.01, seed=7):
     """Embedding matrix (len(vocab.words), dim) for the vocab from a GloVe or word2vec text file (with or without
-    the `count dim` header). Words without a vector get uniform(-0.25, 0.25), PAD gets zeros. Malformed lines are
-    skipped and counted; more than `max_bad_fraction` of them is an error. The first vector of a word wins."""
+    the `count dim` header; fields separated by spaces or tabs). Words without a vector get uniform(-0.25, 0.25),
+    PAD gets zeros. Malformed lines are skipped and counted; more than `max_bad_fraction` of them is an error. The
+    first vector of a word wins. A vocabulary word takes the vector of `vocab.vector_key(word)`."""
+    hint = "Put the file there (--wordvec_dir/--w2v_file) or train with random word embeddings: --no_w2v."
     if not os.path.isfile(path):
-        raise DataError(f"{path}: word-vector file not found. Put it there (--wordvec_dir/--w2v_file) or train "
-                        f"with random word embeddings: --no_w2v.")
+        raise DataError(f"{path}: word-vector file not found. {hint}")
     generator = torch.Generator().manual_seed(seed)
     matrix = torch.empty(len(vocab.words), dim).uniform_(-0.25, 0.25, generator=generator)
     matrix[0] = 0.0
+    rows_of = defaultdict(list)  # vector-file word -> vocabulary rows that take its vector
+    for index, word in enumerate(vocab.words[2:], start=2):
+        rows_of[vocab.vector_key(word)].append(index)
     found = torch.zeros(len(vocab.words), dtype=torch.bool)
     lines = bad = duplicates = 0
     first_bad = None
-    with open(path, encoding="utf-8-sig", errors="strict") as f:
-        for line_no, line in enumerate(f, start=1):
-            line = line.rstrip("\n\r")
-            if not line.strip():
-                continue
-            if line_no == 1 and re.fullmatch(r"\d+ \d+", line.strip()):  # word2vec header: `count dim`
-                header_dim = int(line.split()[1])
-                if header_dim != dim:
-                    raise DataError(f"{path}:1: the header says {header_dim}-d vectors but --word_emb_dim is {dim}. "
-                                    f"Use --word_emb_dim {header_dim} or vectors of {dim} dimensions.")
+    try:
+        for line_no, line in _vector_lines(path):
+            fields = VECTOR_SEPARATOR.split(line.strip(" \t"))
+            if lines == 0 and len(fields) == 2 and all(f.isdigit() for f in fields):  # word2vec header: `count dim`
+                if int(fields[1]) != dim:
+                    raise DataError(f"{path}:{line_no}: the header says {fields[1]}-d vectors but --word_emb_dim is "
+                                    f"{dim}. Use --word_emb_dim {fields[1]} or vectors of {dim} dimensions.")
                 continue
             lines += 1
-            word, _, rest = line.rstrip().partition(" ")
-            values = rest.split(" ")
+            word, values = fields[0], fields[1:]
             if len(values) != dim:
                 if lines == 1:
-                    raise DataError(f"{path}:{line_no}: {len(values)}-d vector but --word_emb_dim is {dim}. Use "
-                                    f"--word_emb_dim {len(values)} or vectors of {dim} dimensions.")
+                    raise DataError(f"{path}:{line_no}: {len(values)} numbers after the word, but --word_emb_dim is "
+                                    f"{dim}. Expected `word v1 ... v{dim}` (fields separated by spaces or tabs); "
+                                    f"use --word_emb_dim {len(values)} if the file really holds {len(values)}-d "
+                                    f"vectors.")
                 bad += 1
                 first_bad = first_bad or line_no
                 continue
-            index = vocab.word_index.get(word)
-            if index is None or index == 0:
+            rows = rows_of.get(word)
+            if not rows:
                 continue
-            if found[index]:
+            if found[rows[0]]:
                 duplicates += 1
                 continue
             try:
@@ -296,13 +357,15 @@ def load_word_vectors(path, vocab, dim, max_bad_fraction=0.01, seed=7):
                 bad += 1
                 first_bad = first_bad or line_no
                 continue
-            matrix[index] = vector
-            found[index] = True
+            matrix[rows] = vector
+            found[rows] = True
+    except OSError as exc:
+        raise DataError(f"{path}: cannot be read ({exc.strerror}). {hint}") from None
     if lines == 0:
         raise DataError(f"{path}: no vectors in the file. Expected `word v1 ... v{dim}` lines, or use --no_w2v.")
     if bad > max_bad_fraction * lines:
         raise DataError(f"{path}: {bad} of {lines} lines are malformed (first at line {first_bad}); expected "
-                        f"`word` and {dim} numbers separated by spaces.")
+                        f"`word` and {dim} numbers separated by spaces or tabs.")
     if bad:
         logger.warning("%s: skipped %d malformed lines (first at line %d)", path, bad, first_bad)
     if duplicates:
@@ -316,58 +379,22 @@ def load_word_vectors(path, vocab, dim, max_bad_fraction=0.01, seed=7):
 # ----------------------------------------------------------------------------------------------------------------
 # Image features
 
-def _release_pages(tensor, mapped_range):
-    """Let the kernel take back the resident pages of a tensor that views a memory-mapped, read-only file.
-
-    The data stays in the OS page cache (evictable), so the next read costs a page fault, not a disk read; the
-    process's resident memory no longer holds it. A read fault also maps up to 64 KiB of neighbouring cached pages
-    ("fault-around"), so the release reaches that far on both sides, clamped to `mapped_range`, the part of the
-    file mapping that holds the tensors: clean pages of a read-only file mapping are simply read again when next
-    used, whereas MADV_DONTNEED on ordinary memory would discard its data."""
-    if _LIBC is None:
-        return
-    low, high = mapped_range
-    start = tensor.untyped_storage().data_ptr() + tensor.storage_offset() * tensor.element_size()
-    end = start + tensor.numel() * tensor.element_size()
-    first = max(low, (start - _FAULT_AROUND) // _PAGE * _PAGE)
-    last = min(high, -(-(end + _FAULT_AROUND) // _PAGE) * _PAGE)
-    _LIBC.madvise(ctypes.c_void_p(first), ctypes.c_size_t(last - first), _MADV_DONTNEED)
-
-
-def _span(tensors):
-    """(first, last) page-aligned addresses covering the storages of `tensors`, all views of one file mapping."""
-    starts = [t.untyped_storage().data_ptr() for t in tensors]
-    ends = [s + t.untyped_storage().nbytes() for s, t in zip(starts, tensors)]
-    return min(starts) // _PAGE * _PAGE, -(-max(ends) // _PAGE) * _PAGE
-
-
-_PAGE = mmap.PAGESIZE
-_FAULT_AROUND = 64 * 1024  # Linux's default fault_around_bytes
-_MADV_DONTNEED = 4
-_LIBC = ctypes.CDLL(None) if sys.platform.startswith("linux") else None
-
-
 @dataclass
 class FeatureTable:
     """The image features of a run, one (49, 512) tensor per image, and row 0 the zero feature given to tweets
-    whose image has none. The tensors are views of the memory-mapped feature file: nothing is copied at load, a
-    batch gathers its rows (converted to float32) and then releases their pages, so the ~0.4-0.8 GB of features
-    live in the OS page cache rather than in the process."""
-    regions: list             # row -> (49, 512) tensor (a view of the mapped file, or of memory if not mappable)
+    whose image has none. The tensors are views of the memory-mapped feature file (`torch.load(mmap=True)`):
+    nothing is copied at load, the OS page cache holds the file's pages (the kernel can reclaim them at any time,
+    since they are clean file pages, not process memory), and a batch gathers copies of its rows as float32."""
+    regions: list             # row -> (49, 512) tensor, a view of the mapped file: read it, never write it
     row_of: dict              # image id (str) -> row
     missing_ids: list         # ids asked for and not in the file
-    mapped_range: tuple = None  # (first, last) address of the file mapping the views point into, if mapped
+    provenance: dict = None   # how save_vgg_feature.py made the file, or None when the file has no record
 
     def rows(self, img_ids):
         return [self.row_of.get(img_id, 0) for img_id in img_ids]
 
     def gather(self, rows):
-        region_feats = torch.stack([self.regions[row] for row in rows]).float()  # (B, 49, 512)
-        if self.mapped_range is not None:
-            for row in rows:
-                if row:
-                    _release_pages(self.regions[row], self.mapped_range)
-        return region_feats
+        return torch.stack([self.regions[row] for row in rows]).float()  # (B, 49, 512), a new tensor
 
 
 def _as_regions(path, img_id, value):
@@ -389,45 +416,69 @@ def _as_regions(path, img_id, value):
     return value
 
 
-def load_image_features(path, img_ids):
+def _ids_of(path, stored):
+    """image id (str) -> key of `stored`; an id written both as an int and as a string is an error."""
+    by_id = {}
+    for key in stored:
+        if key == PROVENANCE_KEY:
+            continue
+        img_id = str(key)
+        if img_id in by_id:
+            raise DataError(f"{path}: image id {img_id!r} is in the file twice, as {by_id[img_id]!r} and as {key!r}. "
+                            f"Keep one of them (re-extract with save_vgg_feature.py).")
+        by_id[img_id] = key
+    return by_id
+
+
+def load_image_features(path, img_ids, require_some=True):
     """Open the features of `img_ids` in a torch file mapping image id -> (49, 512) or (512, 7, 7) tensor
-    (float16 or float32; keys ints or strings, matched as strings). Every feature used is checked (shape, dtype,
-    finite values). Ids with no feature get the zero row and are counted."""
+    (float16 or float32; keys ints or strings, matched as strings; the reserved key `__provenance__` says how the
+    file was made). Every feature used is checked (shape, dtype, finite values). Ids with no feature get the zero
+    row and are counted; when no id at all has a feature, the file is not this data's and that is an error (unless
+    `require_some` is False: new tweets to tag may all come without an image)."""
+    if os.path.isdir(path):
+        raise DataError(f"{path}: is a directory, not an image-feature file. Pass --img_feature_file, or train "
+                        f"text-only with --no_img.")
     if not os.path.isfile(path):
         raise DataError(f"{path}: image-feature file not found. Extract it with save_vgg_feature.py, pass "
                         f"--img_feature_file, or train text-only with --no_img.")
-    mapped = True
     try:
         try:
             stored = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
         except RuntimeError as exc:
             if "mmap" not in str(exc):
                 raise
-            mapped, stored = False, torch.load(path, map_location="cpu", weights_only=True)  # legacy torch format
+            stored = torch.load(path, map_location="cpu", weights_only=True)  # legacy torch format: not mappable
     except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad file; all mean the same to a user
         raise DataError(f"{path}: not a readable torch file ({type(exc).__name__}: {str(exc)[:200]}). Re-extract it "
                         f"with save_vgg_feature.py or download it again.") from None
     if not isinstance(stored, dict):
         raise DataError(f"{path}: holds a {type(stored).__name__}; expected a dict mapping image id -> (49, 512) "
                         f"tensor. Re-extract it with save_vgg_feature.py.")
-    by_id = {str(key): key for key in stored}
+    provenance = stored.get(PROVENANCE_KEY)
+    by_id = _ids_of(path, stored)
     wanted = list(dict.fromkeys(img_ids))  # unique, first-seen order
     present = [img_id for img_id in wanted if img_id in by_id]
     missing = [img_id for img_id in wanted if img_id not in by_id]
+    if require_some and wanted and not present:
+        sample = ", ".join(repr(key) for key in list(by_id)[:3]) or "none"
+        raise DataError(f"{path}: none of the {len(wanted)} image ids of the data has a feature in this file (its "
+                        f"{len(by_id)} keys begin {sample}; the data's ids begin "
+                        f"{', '.join(repr(i) for i in wanted[:3])}). Point --img_feature_file at the features of "
+                        f"this data, extract them with save_vgg_feature.py, or train text-only with --no_img.")
 
     regions = [torch.zeros(NUM_REGIONS, REGION_DIM)]
-    mapped_range = _span([v for v in stored.values() if isinstance(v, torch.Tensor)]) if mapped and present else None
-    for img_id in present:
-        regions.append(_as_regions(path, img_id, stored[by_id[img_id]]))
-        if mapped_range is not None:
-            _release_pages(regions[-1], mapped_range)  # the check above read it; give the pages back
+    regions += [_as_regions(path, img_id, stored[by_id[img_id]]) for img_id in present]
     row_of = {img_id: row for row, img_id in enumerate(present, start=1)}
     if missing:
-        logger.warning("%s: %d of %d image ids have no feature; their tweets get a zero feature and stay in the data"
-                       "%s", path, len(missing), len(wanted), "" if logger.isEnabledFor(logging.DEBUG)
-                       else " (--verbose lists them)")
+        share = len(missing) / len(wanted)
+        large = (f". THAT IS {100 * share:.0f}% OF THE IMAGES: is this the feature file of this data?"
+                 if share > MISSING_FEATURES_WARN else "")
+        logger.warning("%s: %d of %d image ids (%.1f%%) have no feature; their tweets get a zero feature and stay in "
+                       "the data%s%s", path, len(missing), len(wanted), 100 * share, large,
+                       "" if logger.isEnabledFor(logging.DEBUG) else " (--verbose lists them)")
         logger.debug("Image ids without a feature: %s", " ".join(missing))
-    return FeatureTable(regions, row_of, missing, mapped_range)
+    return FeatureTable(regions, row_of, missing, provenance if isinstance(provenance, dict) else None)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -456,7 +507,7 @@ def encode_tweets(tweets, vocab, max_word_len, features=None, max_seq_len=None):
         if max_seq_len is not None and len(tokens) > max_seq_len:
             tokens, tags = tokens[:max_seq_len], tags[:max_seq_len]
             truncated += 1
-        word_ids = [vocab.word_index.get(normalize_token(tok), unk_word) for tok in tokens]
+        word_ids = [vocab.word_index.get(vocab.word_of(tok), unk_word) for tok in tokens]
         unknown_words += word_ids.count(unk_word)
         char_ids = torch.zeros(len(tokens), min(max_word_len, max(len(tok) for tok in tokens)), dtype=torch.long)
         for t, tok in enumerate(tokens):
@@ -475,7 +526,7 @@ class Batch:
     word_ids: torch.Tensor        # (B, S) long, S = longest tweet in the batch
     char_ids: torch.Tensor        # (B, S, C) long, C = longest word in the batch
     word_mask: torch.Tensor       # (B, S) bool, True at real tokens
-    tag_ids: torch.Tensor         # (B, S) long, 0 at pads
+    tag_ids: torch.Tensor         # (B, S) long, 0 at pads, -1 for a gold tag the model does not know
     region_feats: torch.Tensor    # (B, 49, 512) float32, or None for the text-only model
     indices: list                 # tweet positions in the file
 
@@ -496,7 +547,7 @@ def collate(examples, features=None):
     for b, ex in enumerate(examples):
         n, c = ex.char_ids.shape
         word_ids[b, :n] = ex.word_ids
-        tag_ids[b, :n] = ex.tag_ids.clamp(min=0)
+        tag_ids[b, :n] = ex.tag_ids  # -1 stays -1: a tag the model does not know (ACN.loss refuses it)
         char_ids[b, :n, :c] = ex.char_ids
     lengths = torch.tensor([len(ex.word_ids) for ex in examples])
     word_mask = torch.arange(seq_len)[None, :] < lengths[:, None]  # (B, S)

@@ -11,19 +11,23 @@ import os
 os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "8")
 
 import argparse  # noqa: E402 - after the environment setting above, which must precede torch's first use
-import dataclasses
-import json
-import logging
-import platform
-import sys
-import time
+import dataclasses  # noqa: E402
+import json  # noqa: E402
+import logging  # noqa: E402
+import platform  # noqa: E402
+import re  # noqa: E402
+import signal  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
 
-import torch
+import torch  # noqa: E402
 
-import data_loader as data
-import trainer
-import utils
-from model import ACN, ModelConfig
+import data_loader as data  # noqa: E402
+import images  # noqa: E402
+import trainer  # noqa: E402
+import utils  # noqa: E402
+from model import ACN, ModelConfig  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -70,6 +74,17 @@ def int_list(text):
     return values
 
 
+def seed_list(text):
+    message = f"expected distinct comma-separated non-negative integers such as 7,8,9, got {text!r}"
+    try:
+        values = [int(part) for part in text.split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(message) from None
+    if min(values) < 0 or len(set(values)) != len(values):
+        raise argparse.ArgumentTypeError(message)
+    return values
+
+
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     a = p.add_argument
@@ -79,17 +94,17 @@ def build_parser():
     a("--do_predict", action="store_true", help="tag --pred_file with the best checkpoint")
     a("--pred_file", help="IMGID-CoNLL file to tag with --do_predict (tags optional; scored when present)")
     a("--pred_output", help="where --do_predict writes (default: <model_dir>/<pred_file name>.predicted)")
-    a("--save_attention", action="store_true", help="with --do_predict: a PNG of each word's visual attention "
-      "(7 x 7 grid) per tweet in <model_dir>/attention/, over the image when --img_dir has it")
+    a("--save_attention", action="store_true", help="with --do_predict: a PNG of the visual attention (7 x 7 grid) "
+      "per tweet in <model_dir>/attention/, over the image when --img_dir has it: one map per word with --attention "
+      "additive, one map for the whole tweet with concat (where every word's map is the same)")
     a("--img_dir", default="ner_img", help="image folder inside --data_dir (for --save_attention)")
     a("--attention_limit", type=positive_int, default=20, help="--save_attention draws the first N tweets")
-    a("--seeds", type=int_list, default=None, help="run --do_train --do_eval once per seed (e.g. 7,8,9) into "
+    a("--seeds", type=seed_list, default=None, help="run --do_train --do_eval once per seed (e.g. 7,8,9) into "
       "<model_dir>/seed_<s>/ and summarise in <model_dir>/results.md and results.json")
     # where things are
     a("--data_dir", default="./data", help="folder with the train/dev/test files and the image-feature file")
     a("--model_dir", default="./model", help="where the checkpoint, config.json, metrics.json and predictions go")
     a("--wordvec_dir", default="./wordvec", help="folder of the pretrained word-vector file")
-    a("--vocab_dir", default="./vocab", help="where the vocabulary is written (training) and read (evaluation)")
     a("--train_file", default="train", help="training file name inside --data_dir")
     a("--dev_file", default="dev", help="development file name inside --data_dir")
     a("--test_file", default="test", help="test file name inside --data_dir")
@@ -104,7 +119,7 @@ def build_parser():
     a("--word_vocab_size", type=positive_int, default=23204, help="cap on the word vocabulary (with [PAD], [UNK])")
     a("--char_vocab_size", type=positive_int, default=102, help="cap on the char vocabulary (with [PAD], [UNK])")
     a("--vocab_from", choices=["all", "train"], default="all", help="build the vocab from train+dev+test as the "
-      "paper's code does (all), or from train only (a stricter protocol)")
+      "paper's code does (all: test words are in the vocabulary), or from train only (a stricter protocol)")
     # model
     a("--word_emb_dim", type=positive_int, default=200, help="word embedding size")
     a("--char_emb_dim", type=positive_int, default=30, help="character embedding size")
@@ -117,7 +132,7 @@ def build_parser():
     a("--no_img", action="store_true", help="text-only ablation (BiLSTM-CNN-CRF): no image features needed")
     a("--no_w2v", action="store_true", help="random word embeddings (uniform +-0.25) instead of --w2v_file")
     # training
-    a("--seed", type=int, default=7, help="random seed")
+    a("--seed", type=non_negative_int, default=7, help="random seed")
     a("--train_batch_size", type=positive_int, default=16, help="tweets per training step")
     a("--eval_batch_size", type=positive_int, default=32, help="tweets per evaluation batch")
     a("--optimizer", choices=["adam", "rmsprop"], default="adam", help="optimizer")
@@ -146,6 +161,13 @@ def parse_args(argv=None):
         parser.error("--save_attention needs --do_predict and the image model (not --no_img)")
     if args.seeds and not (args.do_train and args.do_eval):
         parser.error("--seeds needs --do_train and --do_eval")
+    if args.do_predict and args.pred_output and os.path.realpath(args.pred_output) == os.path.realpath(args.pred_file):
+        parser.error(f"argument --pred_output: {args.pred_output} is the input --pred_file; writing there would "
+                     f"overwrite it. Choose another path.")
+    for flag in ("data_dir", "model_dir", "wordvec_dir"):
+        folder = getattr(args, flag)
+        if os.path.exists(folder) and not os.path.isdir(folder):
+            parser.error(f"argument --{flag}: {folder} is a file, not a folder. Point --{flag} at a folder.")
     return args
 
 
@@ -183,6 +205,48 @@ def wordvec_path(args):
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# The steps of a run, in the order `run` takes them.
+
+def pick_device(args):
+    return torch.device("cuda" if torch.cuda.is_available() and not args.no_cuda else "cpu")
+
+
+def read_splits(args, names):
+    """The data files of `names` (train, dev, test), read and counted."""
+    files = {"train": args.train_file, "dev": args.dev_file, "test": args.test_file}
+    return {name: data.read_split(name, data_path(args, files[name])) for name in names}
+
+
+def make_vocab(args, splits):
+    """The vocabulary of a new model: words and characters from train (+dev+test with --vocab_from all)."""
+    sources = ["train", "dev", "test"] if args.vocab_from == "all" else ["train"]
+    vocab = data.build_vocab([splits[name].tweets for name in sources], splits["train"].tweets,
+                             args.word_vocab_size, args.char_vocab_size, sources)
+    logger.info("Vocab from %s%s: %d words, %d chars, tags %s", "+".join(sources),
+                " (test words are in the vocabulary, as in the paper's code)" if "test" in sources else "",
+                len(vocab.words), len(vocab.chars), vocab.tags)
+    if not any(tag != "O" for tag in vocab.tags):
+        logger.warning("%s has no entities: the model can only learn to predict O", splits["train"].path)
+    return vocab
+
+
+def load_features(args, splits, use_image):
+    """The image features of every tweet of the splits in use, or None for the text-only model. Training and
+    evaluation data with no feature at all is an error; a file of new tweets to tag may have none."""
+    if not use_image:
+        return None
+    return data.load_image_features(feature_path(args), [img_id for split in splits.values() for img_id in split.img_ids],
+                                    require_some="predict" not in splits)
+
+
+def encode_splits(splits, vocab, features, max_word_len, max_seq_len):
+    """Examples of every split; only training truncates tweets (to `max_seq_len` words)."""
+    for split in splits.values():
+        if split.name != "train":
+            data.check_tags_known(split.path, split.tweets, vocab)
+        limit = max_seq_len if split.name == "train" else None
+        split.examples = data.encode_tweets(split.tweets, vocab, max_word_len, features, limit)
+
 
 def model_config(args, vocab):
     return ModelConfig(num_words=len(vocab.words), num_chars=len(vocab.chars), num_tags=len(vocab.tags),
@@ -192,110 +256,158 @@ def model_config(args, vocab):
                        attention=args.attention)
 
 
-def run(args):
-    utils.init_logger(args.verbose)
-    utils.set_seed(args.seed)
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    device = torch.device("cuda" if torch.cuda.is_available() and not args.no_cuda else "cpu")
-    logger.info("Device: %s", device)
-    wall_start = time.time()
+MODEL_FLAGS = {"word_emb_dim": "word_emb_dim", "char_emb_dim": "char_emb_dim", "final_char_dim": "final_char_dim",
+               "kernel_sizes": "kernel_lst", "num_filters": "num_filters", "hidden_dim": "hidden_dim",
+               "use_image": "no_img", "attention": "attention"}  # ModelConfig field -> the flag that sets it
 
-    # 1. Data files and vocabulary
-    names = {"train": args.train_file, "dev": args.dev_file, "test": args.test_file}
-    needed = ["train", "dev", "test"] if args.do_train or args.do_eval else []
-    splits = {name: data.read_split(name, data_path(args, names[name])) for name in needed}
-    if args.do_predict:
-        splits["predict"] = data.read_split("predict", args.pred_file)
-    if args.do_train:
-        sources = ["train", "dev", "test"] if args.vocab_from == "all" else ["train"]
-        vocab = data.build_vocab([splits[s].tweets for s in sources], splits["train"].tweets,
-                                 args.word_vocab_size, args.char_vocab_size, sources)
-        vocab.save(args.vocab_dir)
-        logger.info("Vocab from %s: %d words, %d chars, tags %s (written to %s)", "+".join(sources),
-                    len(vocab.words), len(vocab.chars), vocab.tags, args.vocab_dir)
-    else:
-        vocab = data.Vocab.load(args.vocab_dir)
-    for split in splits.values():
-        if split.name != "train":
-            data.check_tags_known(split.path, split.tweets, vocab)
-    if args.do_train and not any(t != "O" for t in vocab.tags):
-        logger.warning("%s has no entities: the model can only learn to predict O", splits["train"].path)
 
-    # 2. Image features for every tweet of every split in use
-    features = None
-    if not args.no_img:
-        all_ids = [img_id for split in splits.values() for img_id in split.img_ids]
-        features = data.load_image_features(feature_path(args), all_ids)
+def run_config(args, seed, config, vocab, splits, features, device):
+    """Everything config.json records about a training run."""
+    return {**{k: v for k, v in vars(args).items() if k != "seeds"}, "seed": seed,
+            "model_config": dataclasses.asdict(config), "device": str(device), "torch": torch.__version__,
+            "python": platform.python_version(),
+            "vocab": {"words": len(vocab.words), "chars": len(vocab.chars), "tags": vocab.tags,
+                      "built_from": vocab.built_from, "word_form": vocab.word_form,
+                      "includes_test_words": "test" in vocab.built_from},
+            "data": {name: dataclasses.asdict(split.stats) for name, split in splits.items()},
+            "image_features": None if features is None else {
+                "missing_ids": len(features.missing_ids),
+                "provenance": features.provenance or "no provenance record in the feature file (e.g. the published "
+                                                     "img_vgg_features.pt): how it was made is not known"}}
 
-    for split in splits.values():
-        limit = args.max_seq_len if split.name == "train" else None  # only training truncates
-        split.examples = data.encode_tweets(split.tweets, vocab, args.max_word_len, features, limit)
 
+def train_model(args, splits, vocab, features, device, seed, model_dir):
+    """Train one model into `model_dir` (checkpoint, config.json, metrics.json, training curve). Returns the
+    metrics and whether training was interrupted."""
+    utils.set_seed(seed)
+    word_vectors = None
+    if not args.no_w2v:
+        word_vectors = data.load_word_vectors(wordvec_path(args), vocab, args.word_emb_dim, seed=seed)
     config = model_config(args, vocab)
-    os.makedirs(args.model_dir, exist_ok=True)
-    checkpoint = os.path.join(args.model_dir, trainer.CHECKPOINT_FILE)
-    metrics_path = os.path.join(args.model_dir, "metrics.json")
-    metrics = {}
-    if os.path.isfile(metrics_path) and not args.do_train:
-        with open(metrics_path, encoding="utf-8") as f:
-            metrics = json.load(f)
+    model = ACN(config, word_vectors).to(device)
+    utils.atomic_write_json(os.path.join(model_dir, "config.json"),
+                            run_config(args, seed, config, vocab, splits, features, device))
+    summary = trainer.train(model, splits["train"].examples, splits["dev"], vocab, features, model_dir=model_dir,
+                            max_word_len=args.max_word_len, optimizer_name=args.optimizer,
+                            learning_rate=args.learning_rate, epochs=args.num_train_epochs,
+                            batch_size=args.train_batch_size, eval_batch_size=args.eval_batch_size,
+                            logging_steps=args.logging_steps, seed=seed, device=device,
+                            progress=not args.no_progress)
+    metrics = {"best_epoch": summary["best"]["epoch"], "best_step": summary["best"]["step"],
+               "dev": summary["best"]["dev"], "history": summary["history"],
+               "train_seconds": summary["train_seconds"], "interrupted": bool(summary["interrupted"]),
+               "stopped_by": summary["interrupted"] or None}
+    utils.atomic_write_json(os.path.join(model_dir, "metrics.json"), metrics)
+    if summary["history"]:
+        utils.plot_training_curve(summary["history"], os.path.join(model_dir, "training_curve.png"))
+    return metrics, summary["interrupted"]
 
-    # 3. Training
+
+def load_trained(args, device, model_dir):
+    """The best checkpoint of `model_dir` with its own vocabulary. Model flags given explicitly that contradict
+    the checkpoint are an error; flags left at their defaults take the checkpoint's values."""
+    checkpoint = os.path.join(model_dir, trainer.CHECKPOINT_FILE)
+    model, vocab, saved = trainer.load_checkpoint(checkpoint, device)
+    wanted = {field: getattr(args, flag) for field, flag in MODEL_FLAGS.items()}
+    wanted["kernel_sizes"], wanted["use_image"] = tuple(args.kernel_lst), not args.no_img
+    defaults = {field: DEFAULTS[flag] for field, flag in MODEL_FLAGS.items()}
+    defaults["kernel_sizes"], defaults["use_image"] = tuple(DEFAULTS["kernel_lst"]), not DEFAULTS["no_img"]
+    mismatches = [f"{field}: checkpoint {getattr(model.config, field)} vs now {value}" for field, value in wanted.items()
+                  if value != getattr(model.config, field) and value != defaults[field]]
+    if args.max_word_len not in (saved["max_word_len"], DEFAULTS["max_word_len"]):
+        mismatches.append(f"max_word_len: checkpoint {saved['max_word_len']} vs now {args.max_word_len}")
+    if mismatches:
+        raise trainer.CheckpointError(f"{checkpoint} was trained with other settings:\n  " + "\n  ".join(mismatches) +
+                                      "\nDrop these flags (the checkpoint knows its settings), or train again.")
+    logger.info("Loaded %s (epoch %s, dev F1 %.2f; vocabulary of %d words from %s)", checkpoint, saved["epoch"],
+                100 * saved["dev_f1"], len(vocab.words), "+".join(vocab.built_from))
+    return model, vocab, saved
+
+
+def read_metrics(model_dir):
+    """metrics.json of an earlier run in `model_dir` (its training record), or {} when there is none."""
+    path = os.path.join(model_dir, "metrics.json")
+    if not os.path.isfile(path):
+        return {}
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError) as exc:
+        raise data.DataError(f"{path}: cannot be read as JSON ({exc}). Delete it (it only keeps the training record "
+                             f"of the run) and evaluate again.") from None
+
+
+def evaluate_model(args, model, saved, splits, vocab, features, device, model_dir, metrics, memory, wall_start):
+    """Score the model on dev and test; write metrics.json and the predictions."""
+    metrics.update(best_epoch=saved["epoch"], best_step=saved["step"])
+    for name in ("dev", "test"):
+        result, predicted = trainer.evaluate(model, splits[name], vocab, features, args.eval_batch_size, device,
+                                             not args.no_progress)
+        logger.info("\n%s", trainer.format_metrics(name, result))
+        metrics[name] = result
+        trainer.write_predictions(os.path.join(model_dir, f"{name}_predictions.txt"), splits[name].tweets, predicted)
+    memory.sample()
+    metrics["peak_memory_gb"] = round(utils.peak_memory_gb(), 3)
+    metrics["peak_anonymous_memory_gb"] = None if memory.peak_gb is None else round(memory.peak_gb, 3)
+    metrics["wall_seconds"] = round(time.time() - wall_start, 2)
+    utils.atomic_write_json(os.path.join(model_dir, "metrics.json"), metrics)
+    logger.info("Wrote %s and the predictions to %s", os.path.join(model_dir, "metrics.json"), model_dir)
+    return metrics
+
+
+def train_and_evaluate(args, device, memory):
+    """--do_train and/or --do_eval of one model in --model_dir."""
+    wall_start = time.time()
+    needed = ["train", "dev"] + (["test"] if args.do_eval or args.vocab_from == "all" else [])
     if args.do_train:
-        word_vectors = None
-        if not args.no_w2v:
-            word_vectors = data.load_word_vectors(wordvec_path(args), vocab, args.word_emb_dim, seed=args.seed)
-        model = ACN(config, word_vectors).to(device)
-        run_config = {**vars(args), "model_config": dataclasses.asdict(config), "device": str(device),
-                      "torch": torch.__version__, "python": platform.python_version(),
-                      "vocab": {"words": len(vocab.words), "chars": len(vocab.chars), "tags": vocab.tags,
-                                "built_from": vocab.built_from},
-                      "data": {name: dataclasses.asdict(split.stats) for name, split in splits.items()},
-                      "missing_image_features": len(features.missing_ids) if features is not None else None}
-        utils.atomic_write_text(os.path.join(args.model_dir, "config.json"), json.dumps(run_config, indent=2))
-        summary = trainer.train(model, splits["train"].examples, splits["dev"], vocab, features,
-                                model_dir=args.model_dir, optimizer_name=args.optimizer,
-                                learning_rate=args.learning_rate, epochs=args.num_train_epochs,
-                                batch_size=args.train_batch_size, eval_batch_size=args.eval_batch_size,
-                                logging_steps=args.logging_steps, seed=args.seed, device=device,
-                                progress=not args.no_progress)
-        metrics = {"best_epoch": summary["best"]["epoch"], "best_step": summary["best"]["step"],
-                   "dev": summary["best"]["dev"], "history": summary["history"],
-                   "train_seconds": summary["train_seconds"], "interrupted": summary["interrupted"]}
-        utils.atomic_write_text(metrics_path, json.dumps(metrics, indent=2))
-        if summary["history"]:
-            utils.plot_training_curve(summary["history"], os.path.join(args.model_dir, "training_curve.png"))
-        if summary["interrupted"]:
+        splits = read_splits(args, needed)
+        vocab = make_vocab(args, splits)
+    else:
+        model, vocab, saved = load_trained(args, device, args.model_dir)
+        splits = read_splits(args, ["dev", "test"])
+    features = load_features(args, splits, not args.no_img if args.do_train else model.config.use_image)
+    encode_splits(splits, vocab, features, args.max_word_len if args.do_train else saved["max_word_len"],
+                  args.max_seq_len)
+    metrics = {} if args.do_train else read_metrics(args.model_dir)
+    if args.do_train:
+        metrics, interrupted = train_model(args, splits, vocab, features, device, args.seed, args.model_dir)
+        if interrupted:
             logger.warning("Training was interrupted; skipping evaluation. Evaluate the saved checkpoint with "
                            "--do_eval.")
-            return 130
-
-    # 4. Evaluation of the best checkpoint
-    if args.do_eval or args.do_predict:
-        model, saved = trainer.load_checkpoint(checkpoint, vocab, config, device)
-        logger.info("Loaded %s (epoch %s, dev F1 %.2f)", checkpoint, saved["epoch"], 100 * saved["dev_f1"])
+            return 143 if interrupted == "SIGTERM" else 130
+        if args.do_eval:
+            model, _, saved = load_trained(args, device, args.model_dir)
     if args.do_eval:
-        for name in ("dev", "test"):
-            result, predicted = trainer.evaluate(model, splits[name], vocab, features, args.eval_batch_size, device,
-                                                 not args.no_progress)
-            logger.info("\n%s", trainer.format_metrics(name, result))
-            metrics[name] = result
-            trainer.write_predictions(os.path.join(args.model_dir, f"{name}_predictions.txt"), splits[name].tweets,
-                                      predicted)
-        metrics["best_epoch"] = saved["epoch"]
-        metrics["best_step"] = saved["step"]
-        metrics["wall_seconds"] = round(time.time() - wall_start, 2)
-        metrics["peak_memory_gb"] = round(utils.peak_memory_gb(), 3)
-        utils.atomic_write_text(metrics_path, json.dumps(metrics, indent=2))
-        logger.info("Wrote %s and the predictions to %s", metrics_path, args.model_dir)
-    if args.do_predict:
-        predict_file(args, model, splits["predict"], vocab, features, device)
+        evaluate_model(args, model, saved, splits, vocab, features, device, args.model_dir, metrics, memory,
+                       wall_start)
     return 0
 
 
-def predict_file(args, model, split, vocab, features, device):
-    """Tag --pred_file; score it too when every token came with a tag."""
+def run(args):
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = pick_device(args)
+    logger.info("Device: %s", device)
+    memory = utils.AnonymousMemorySampler()
+    try:
+        code = 0
+        if args.seeds:
+            code = run_seeds(args, device, memory)
+        elif args.do_train or args.do_eval:
+            code = train_and_evaluate(args, device, memory)
+        if code == 0 and args.do_predict:
+            predict_file(args, device)
+        return code
+    finally:
+        memory.stop()
+
+
+def predict_file(args, device):
+    """Tag --pred_file with the checkpoint of --model_dir; score it too when every token came with a tag."""
+    model, vocab, saved = load_trained(args, device, args.model_dir)
+    split = data.read_split("predict", args.pred_file)
+    features = load_features(args, {"predict": split}, model.config.use_image)
+    split.examples = data.encode_tweets(split.tweets, vocab, saved["max_word_len"], features)
     predicted = trainer.predict(model, split.examples, len(split.tweets), vocab, features, args.eval_batch_size,
                                 device, not args.no_progress)
     has_gold = split.stats.missing_tags == 0
@@ -307,56 +419,79 @@ def predict_file(args, model, split, vocab, features, device):
     if has_gold:
         result = trainer.score([t.tags for t in split.tweets], predicted)
         logger.info("\n%s", trainer.format_metrics(os.path.basename(args.pred_file), result))
-        utils.atomic_write_text(output + ".metrics.json", json.dumps(result, indent=2))
+        utils.atomic_write_json(output + ".metrics.json", result)
     if args.save_attention:
         save_attention_maps(args, model, split, features, device)
     return output
 
 
+SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+def attention_file_name(index, img_id):
+    """`<index>_<img_id>.png` with every character of the id outside [A-Za-z0-9_.-] replaced by `_` (an id from a
+    data file never becomes a path: no `/`, no `..`)."""
+    return f"{index}_{SAFE_NAME.sub('_', img_id).lstrip('.')}.png"
+
+
 def save_attention_maps(args, model, split, features, device):
-    """<model_dir>/attention/<n>_<img_id>.png for the first --attention_limit tweets of the file."""
-    from PIL import Image
-    from save_vgg_feature import find_image
+    """<model_dir>/attention/<n>_<img_id>.png for the first --attention_limit tweets of the file: one map per word
+    with the additive attention; with concat, where every word of a tweet gets the same map, one map per tweet."""
     folder = os.path.join(args.model_dir, "attention")
+    per_word = model.config.attention != "concat"
     model.eval()
     for example in split.examples[:args.attention_limit]:
         tweet = split.tweets[example.index]
         with torch.no_grad():
             _, maps = model(data.collate([example], features).to(device))
-        image_path = find_image(os.path.join(args.data_dir, args.img_dir), tweet.img_id)
-        path = os.path.join(folder, f"{example.index}_{tweet.img_id}.png")
-        if image_path:
-            with Image.open(image_path) as image:
-                utils.plot_visual_attention(tweet.tokens, maps["visual"][0].cpu(), path, image)
+        alpha = maps["visual"][0].cpu()                                          # (S, 49)
+        image_path = images.find_image(os.path.join(args.data_dir, args.img_dir), tweet.img_id)
+        image = images.open_image(image_path) if image_path else None
+        path = os.path.join(folder, attention_file_name(example.index, tweet.img_id))
+        if per_word:
+            utils.plot_visual_attention(tweet.tokens, alpha, path, image)
         else:
-            utils.plot_visual_attention(tweet.tokens, maps["visual"][0].cpu(), path)
+            utils.plot_visual_attention([f"every word ({len(tweet.tokens)}): concat attention is one map per tweet"],
+                                        alpha[:1], path, image)
     logger.info("Wrote %d attention maps to %s", min(len(split.examples), args.attention_limit), folder)
 
 
-def run_seeds(args):
-    """The same configuration under several seeds: <model_dir>/seed_<s>/, then results.md and results.json."""
-    import statistics
+def run_seeds(args, device, memory):
+    """The same configuration under several seeds: the data, vocabulary and features are read once, then each seed
+    trains and evaluates into <model_dir>/seed_<s>/; results.md and results.json summarise them."""
+    splits = read_splits(args, ["train", "dev", "test"])
+    vocab = make_vocab(args, splits)
+    features = load_features(args, splits, not args.no_img)
+    encode_splits(splits, vocab, features, args.max_word_len, args.max_seq_len)
     per_seed = []
     for seed in args.seeds:
-        seed_args = argparse.Namespace(**{**vars(args), "seed": seed, "seeds": None,
-                                          "model_dir": os.path.join(args.model_dir, f"seed_{seed}")})
-        code = run(seed_args)
-        if code != 0:
-            return code
-        with open(os.path.join(seed_args.model_dir, "metrics.json"), encoding="utf-8") as f:
-            metrics = json.load(f)
-        per_seed.append({"seed": seed, "best_epoch": metrics["best_epoch"],
-                         **{f"{split}_{m}": metrics[split][m] for split in ("dev", "test")
-                            for m in ("precision", "recall", "f1")}})
-    keys = [k for k in per_seed[0] if k.startswith(("dev_", "test_"))]
-    summary = {k: {"mean": statistics.mean(r[k] for r in per_seed),
-                   "std": statistics.stdev(r[k] for r in per_seed) if len(per_seed) > 1 else 0.0} for k in keys}
-    configuration = {k: v for k, v in vars(args).items() if k not in ("seeds", "seed")}
-    results = {"seeds": args.seeds, "per_seed": per_seed, "summary": summary, "configuration": configuration}
-    utils.atomic_write_text(os.path.join(args.model_dir, "results.json"), json.dumps(results, indent=2))
+        wall_start = time.time()
+        model_dir = os.path.join(args.model_dir, f"seed_{seed}")
+        metrics, interrupted = train_model(args, splits, vocab, features, device, seed, model_dir)
+        if interrupted:
+            return 143 if interrupted == "SIGTERM" else 130
+        model, _, saved = load_trained(args, device, model_dir)
+        metrics = evaluate_model(args, model, saved, splits, vocab, features, device, model_dir, metrics, memory,
+                                 wall_start)
+        per_seed.append(seed_row(seed, metrics))
+    results = summarise_seeds(args.seeds, per_seed, {k: v for k, v in vars(args).items() if k not in ("seeds", "seed")})
+    utils.atomic_write_json(os.path.join(args.model_dir, "results.json"), results)
     utils.atomic_write_text(os.path.join(args.model_dir, "results.md"), results_markdown(results))
     logger.info("\n%s", results_markdown(results))
     return 0
+
+
+def seed_row(seed, metrics):
+    return {"seed": seed, "best_epoch": metrics["best_epoch"],
+            **{f"{split}_{m}": metrics[split][m] for split in ("dev", "test") for m in ("precision", "recall", "f1")}}
+
+
+def summarise_seeds(seeds, per_seed, configuration):
+    """Mean and sample standard deviation of every dev_/test_ metric over the seeds."""
+    keys = [k for k in per_seed[0] if k.startswith(("dev_", "test_"))]
+    summary = {k: {"mean": statistics.mean(r[k] for r in per_seed),
+                   "std": statistics.stdev(r[k] for r in per_seed) if len(per_seed) > 1 else 0.0} for k in keys}
+    return {"seeds": seeds, "per_seed": per_seed, "summary": summary, "configuration": configuration}
 
 
 def results_markdown(results):
@@ -379,13 +514,28 @@ def results_markdown(results):
 DEFAULTS = vars(build_parser().parse_args([]))
 
 
+def terminate(signum, frame):
+    """SIGTERM (what schedulers send) stops a run the way Ctrl-C does: between two steps, the log and metrics.json
+    saying where."""
+    raise utils.Terminated()
+
+
 def main(argv=None):
     args = parse_args(argv)
+    utils.init_logger(args.verbose)
+    signal.signal(signal.SIGTERM, terminate)
     try:
-        return run_seeds(args) if args.seeds else run(args)
-    except (data.DataError, trainer.CheckpointError, utils.DownloadError) as exc:
+        if args.do_train or args.do_eval:
+            with utils.folder_lock(args.model_dir):
+                return run(args)
+        return run(args)
+    except (data.DataError, trainer.CheckpointError, trainer.TrainingError, utils.DownloadError, utils.OutputError,
+            utils.FolderInUse) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as exc:  # outside training (which handles it itself): reading data, evaluating
+        print(f"interrupted ({getattr(exc, 'signal_name', 'SIGINT')})", file=sys.stderr)
+        return 143 if isinstance(exc, utils.Terminated) else 130
 
 
 if __name__ == "__main__":

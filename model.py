@@ -261,7 +261,11 @@ class ACN(nn.Module):
         return self.filtration(words, multimodal), {"visual": alpha, "textual": beta}
 
     def loss(self, batch):
-        """Negative log-likelihood of the gold tags, averaged over the tweets of the batch."""
+        """Negative log-likelihood of the gold tags, averaged over the tweets of the batch. A gold tag the model does
+        not know (encoded -1) is refused: training on it as if it were another tag would be silent corruption."""
+        if (batch.tag_ids[batch.word_mask] < 0).any():
+            raise ValueError("a gold tag of this batch is not among the model's tags (encoded -1); train only on "
+                             "tags the model was built with")
         emissions, _ = self(batch)
         return -self.crf(emissions, batch.tag_ids, mask=batch.word_mask, reduction="mean")
 

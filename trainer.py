@@ -2,6 +2,7 @@
 entity-level P/R/F1 from seqeval."""
 import dataclasses
 import logging
+import math
 import os
 import time
 
@@ -10,9 +11,9 @@ from seqeval.metrics import classification_report, f1_score, precision_score, re
 from seqeval.metrics.sequence_labeling import get_entities
 from tqdm import tqdm
 
-from data_loader import batches, num_batches
+from data_loader import Vocab, batches, num_batches
 from model import ACN, ModelConfig
-from utils import atomic_torch_save
+from utils import atomic_torch_save, atomic_write_text
 
 logger = logging.getLogger(__name__)
 
@@ -24,46 +25,33 @@ class CheckpointError(RuntimeError):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Checkpoints hold plain tensors, numbers, strings and lists only, so they load with weights_only=True.
+# Checkpoints hold plain tensors, numbers, strings and lists only, so they load with weights_only=True. A checkpoint
+# carries its vocabulary and the character cut it was trained with: it is scored with nothing else.
 
-def save_checkpoint(path, model, vocab, epoch, step, dev_f1):
+def save_checkpoint(path, model, vocab, max_word_len, epoch, step, dev_f1):
     atomic_torch_save({"model": model.state_dict(),
                        "model_config": {**dataclasses.asdict(model.config),
                                         "kernel_sizes": list(model.config.kernel_sizes)},
-                       "tags": list(vocab.tags),
-                       "num_words": len(vocab.words), "num_chars": len(vocab.chars),
+                       "vocab": vocab.to_dict(), "max_word_len": max_word_len,
                        "epoch": epoch, "step": step, "dev_f1": dev_f1}, path)
 
 
-def load_checkpoint(path, vocab, expected_config=None, device="cpu"):
-    """Rebuild the model saved at `path`. Raise CheckpointError when it is missing or unreadable, or when it was
-    trained with another vocabulary or other dimensions than `vocab`/`expected_config` (the differences listed)."""
+def load_checkpoint(path, device="cpu"):
+    """Rebuild the model saved at `path` (on the CPU, then moved to `device`). Returns (model, vocab, saved).
+    Raise CheckpointError when it is missing, unreadable, or not one of ours."""
     if not os.path.isfile(path):
         raise CheckpointError(f"{path}: no trained model there. Train first (--do_train), or point --model_dir at "
                               f"the folder of a trained run.")
     try:
-        saved = torch.load(path, map_location=device, weights_only=True)
+        saved = torch.load(path, map_location="cpu", weights_only=True)
         config = ModelConfig(**{**saved["model_config"], "kernel_sizes": tuple(saved["model_config"]["kernel_sizes"])})
+        vocab = Vocab.from_dict(saved["vocab"])
+        model = ACN(config)
+        model.load_state_dict(saved["model"])
     except Exception as exc:  # noqa: BLE001 - a corrupt file raises many types; all mean "train again"
         raise CheckpointError(f"{path}: the checkpoint is corrupt or not one of ours ({type(exc).__name__}: "
                               f"{str(exc)[:200]}). Train again with --do_train.") from None
-    mismatches = []
-    if saved["tags"] != list(vocab.tags):
-        mismatches.append(f"tags: checkpoint {saved['tags']} vs vocab {list(vocab.tags)}")
-    for name, now in (("num_words", len(vocab.words)), ("num_chars", len(vocab.chars))):
-        if saved[name] != now:
-            mismatches.append(f"{name}: checkpoint {saved[name]} vs vocab {now}")
-    if expected_config is not None:
-        for f in dataclasses.fields(ModelConfig):
-            old, new = getattr(config, f.name), getattr(expected_config, f.name)
-            if f.name != "char_dropout" and old != new:
-                mismatches.append(f"{f.name}: checkpoint {old} vs now {new}")
-    if mismatches:
-        raise CheckpointError(f"{path} was trained with other settings:\n  " + "\n  ".join(mismatches) +
-                              "\nUse the flags and --vocab_dir of that run, or train again.")
-    model = ACN(config)
-    model.load_state_dict(saved["model"])
-    return model.to(device), saved
+    return model.to(device), vocab, saved
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -83,10 +71,12 @@ def predict(model, examples, num_tweets, vocab, features, batch_size, device, pr
 
 def score(gold, predicted):
     """Entity-level precision/recall/F1 (seqeval, conlleval rules) overall and per entity type, with counts."""
-    report = classification_report(gold, predicted, output_dict=True, zero_division=0)
-    per_type = {name: {"precision": float(r["precision"]), "recall": float(r["recall"]), "f1": float(r["f1-score"]),
-                       "support": int(r["support"])}
-                for name, r in report.items() if not name.endswith(" avg")}
+    per_type = {}
+    if get_entities(gold) or get_entities(predicted):  # with neither, seqeval averages empty arrays (numpy warns)
+        report = classification_report(gold, predicted, output_dict=True, zero_division=0)
+        per_type = {name: {"precision": float(r["precision"]), "recall": float(r["recall"]),
+                           "f1": float(r["f1-score"]), "support": int(r["support"])}
+                    for name, r in report.items() if not name.endswith(" avg")}
     return {"precision": float(precision_score(gold, predicted, zero_division=0)),  # seqeval gives numpy floats
             "recall": float(recall_score(gold, predicted, zero_division=0)),
             "f1": float(f1_score(gold, predicted, zero_division=0)),
@@ -115,7 +105,6 @@ def format_metrics(name, metrics):
 
 def write_predictions(path, tweets, predicted, with_gold=True):
     """CoNLL output: `IMGID:<id>`, then `token<TAB>gold<TAB>predicted` (or `token<TAB>predicted`) per token."""
-    from utils import atomic_write_text
     out = []
     for tweet, tags in zip(tweets, predicted):
         out.append(f"IMGID:{tweet.img_id}")
@@ -137,27 +126,44 @@ def make_optimizer(name, parameters, learning_rate):
     raise ValueError(f"unknown optimizer {name!r}")
 
 
+class TrainingError(RuntimeError):
+    """Training cannot go on (a non-finite loss); the message says where it stopped and what to try."""
+
+
 def train_step(model, optimizer, batch):
-    """One update on one batch (already on the model's device); returns the loss tensor."""
+    """One update on one batch (already on the model's device); returns the loss as a float. A non-finite loss
+    raises TrainingError before the update, so the weights stay finite."""
     loss = model.loss(batch)
+    value = loss.item()
+    if not math.isfinite(value):
+        raise TrainingError(f"the training loss is {value}")
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     optimizer.step()
-    return loss
+    return value
 
 
-def train(model, train_examples, dev, vocab, features, *, model_dir, optimizer_name, learning_rate, epochs,
-          batch_size, eval_batch_size, logging_steps, seed, device, progress=True):
+def train(model, train_examples, dev, vocab, features, *, model_dir, max_word_len, optimizer_name, learning_rate,
+          epochs, batch_size, eval_batch_size, logging_steps, seed, device, progress=True):
     """Train, evaluating on dev after every epoch (and every `logging_steps` steps if > 0); the checkpoint with the
-    best dev F1 is kept at <model_dir>/model.pt. Returns the history and the best evaluation.
+    best dev F1 is kept at <model_dir>/model.pt. When dev has no gold entity, F1 cannot choose, and the latest
+    evaluation is kept instead (said in the log). Returns the history and the best evaluation.
 
-    Ctrl-C stops training between two steps: the best checkpoint so far is intact (it is written atomically), and
-    the interruption is reported in the returned summary (`interrupted`)."""
+    Ctrl-C (or SIGTERM, which main.py turns into the same exception) stops training between two steps: the best
+    checkpoint so far is intact (it is written atomically), and the interruption is reported in the returned
+    summary (`interrupted`). A non-finite loss stops training with TrainingError; no checkpoint is written from
+    that point on."""
+    if not train_examples:
+        raise TrainingError("the training data has no tweet with tokens: there is nothing to train on")
     optimizer = make_optimizer(optimizer_name, model.parameters(), learning_rate)
     generator = torch.Generator().manual_seed(seed)
     checkpoint_path = os.path.join(model_dir, CHECKPOINT_FILE)
     history, best = [], {"dev_f1": -1.0, "epoch": None, "step": None, "dev": None}
     step, steps_per_epoch = 0, num_batches(train_examples, batch_size)
+    dev_has_entities = bool(get_entities([tweet.tags for tweet in dev.tweets]))
+    if not dev_has_entities:
+        logger.warning("%s has no gold entity, so dev F1 is 0 whatever the model does: the checkpoint of the latest "
+                       "evaluation is kept instead of the best one", dev.path)
     start = time.time()
 
     def evaluate_dev(epoch, train_loss):
@@ -167,28 +173,35 @@ def train(model, train_examples, dev, vocab, features, *, model_dir, optimizer_n
                  "elapsed_s": round(time.time() - start, 2)}
         history.append(entry)
         logger.info("epoch %s step %d: train loss %.4f, dev F1 %.2f", epoch, step, train_loss, 100 * metrics["f1"])
-        if metrics["f1"] > best["dev_f1"]:
-            save_checkpoint(checkpoint_path, model, vocab, epoch, step, metrics["f1"])
+        if metrics["f1"] > best["dev_f1"] or not dev_has_entities:
+            save_checkpoint(checkpoint_path, model, vocab, max_word_len, epoch, step, metrics["f1"])
             best.update(dev_f1=metrics["f1"], epoch=epoch, step=step, dev=metrics)
-            logger.info("new best dev F1 %.2f; saved %s", 100 * metrics["f1"], checkpoint_path)
+            logger.info("%s dev F1 %.2f; saved %s", "new best" if dev_has_entities else "latest",
+                        100 * metrics["f1"], checkpoint_path)
 
-    interrupted = False
+    def kept():
+        return (f"the best checkpoint so far (epoch {best['epoch']}, dev F1 {100 * best['dev_f1']:.2f}) is intact at "
+                f"{checkpoint_path}" if best["epoch"] is not None else "no checkpoint had been saved yet")
+
+    interrupted = None  # or the name of the signal that stopped training
     model.train()
     try:
         for epoch in tqdm(range(1, epochs + 1), desc="Epoch", disable=not progress):
             loss_sum, loss_count = 0.0, 0
             stream = batches(train_examples, batch_size, features, shuffle=True, generator=generator)
             for batch in tqdm(stream, total=steps_per_epoch, desc="Training", leave=False, disable=not progress):
-                loss = train_step(model, optimizer, batch.to(device))
+                try:
+                    loss = train_step(model, optimizer, batch.to(device))
+                except TrainingError as exc:
+                    raise TrainingError(f"{exc} at step {step + 1} (epoch {epoch}): training diverged. Lower "
+                                        f"--learning_rate (now {learning_rate}); {kept()}.") from None
                 step += 1
-                loss_sum, loss_count = loss_sum + loss.item(), loss_count + 1
+                loss_sum, loss_count = loss_sum + loss, loss_count + 1
                 if logging_steps > 0 and step % logging_steps == 0 and step % steps_per_epoch != 0:
                     evaluate_dev(epoch - 1 + (step % steps_per_epoch) / steps_per_epoch, loss_sum / loss_count)
             evaluate_dev(epoch, loss_sum / max(1, loss_count))
-    except KeyboardInterrupt:
-        interrupted = True
-        where = (f"best checkpoint so far (epoch {best['epoch']}, dev F1 {100 * best['dev_f1']:.2f}) is intact at "
-                 f"{checkpoint_path}" if best["epoch"] is not None else "no checkpoint had been saved yet")
-        logger.warning("Interrupted at step %d; the %s.", step, where)
+    except KeyboardInterrupt as exc:
+        interrupted = getattr(exc, "signal_name", "SIGINT")
+        logger.warning("Interrupted (%s) at step %d; %s.", interrupted, step, kept())
     return {"history": history, "best": best, "steps": step, "train_seconds": round(time.time() - start, 2),
             "interrupted": interrupted}

@@ -1,11 +1,16 @@
 """Small helpers shared by the scripts: logging, seeding, atomic writes, downloads of public resources."""
 import contextlib
+import errno
+import fcntl
 import glob
+import json
 import logging
 import os
 import random
+import resource
 import sys
 import tempfile
+import threading
 import zipfile
 
 import numpy as np
@@ -20,19 +25,57 @@ def init_logger(verbose=False):
                         level=logging.DEBUG if verbose else logging.INFO)
 
 
-def peak_memory_gb():
-    """Peak resident memory of this process so far, in GB (10^9 bytes). Linux's VmHWM belongs to the process's own
-    address space, so a child started by fork+exec does not inherit its parent's peak (getrusage does)."""
+def _status_kb(field):
+    """A field of /proc/self/status in KiB (Linux), or None where there is no such file or field."""
     try:
         with open("/proc/self/status", encoding="ascii") as f:
             for line in f:
-                if line.startswith("VmHWM:"):
-                    return int(line.split()[1]) * 1024 / 1e9
+                if line.startswith(field + ":"):
+                    return int(line.split()[1])
     except OSError:
-        pass
-    import resource
+        return None
+    return None
+
+
+def peak_memory_gb():
+    """Peak resident memory of this process so far, in GB (10^9 bytes). Linux's VmHWM belongs to the process's own
+    address space, so a child started by fork+exec does not inherit its parent's peak (getrusage does)."""
+    peak_kb = _status_kb("VmHWM")
+    if peak_kb is not None:
+        return peak_kb * 1024 / 1e9
     unit = 1 if sys.platform == "darwin" else 1024  # ru_maxrss is in bytes on macOS, KiB elsewhere
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * unit / 1e9
+
+
+class AnonymousMemorySampler:
+    """Samples this process's anonymous resident memory (Linux's RssAnon: heap, tensors, everything the process
+    cannot give back to the kernel, unlike the page cache of a memory-mapped file) every `interval` seconds in a
+    daemon thread and keeps the peak. `peak_gb` is None off Linux."""
+
+    def __init__(self, interval=0.05):
+        self.interval = interval
+        self.peak_kb = _status_kb("RssAnon")
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self):
+        while not self._stop.wait(self.interval):
+            self.sample()
+
+    def sample(self):
+        now = _status_kb("RssAnon")
+        if now is not None:
+            self.peak_kb = max(self.peak_kb or 0, now)
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join()
+        self.sample()
+
+    @property
+    def peak_gb(self):
+        return None if self.peak_kb is None else self.peak_kb * 1024 / 1e9
 
 
 def set_seed(seed):
@@ -44,19 +87,42 @@ def set_seed(seed):
 # ----------------------------------------------------------------------------------------------------------------
 # Atomic writes: a crash or Ctrl-C mid-write never leaves a half file under the final name.
 
+class OutputError(OSError):
+    """An output that could not be written (disk full, no permission, a file where a folder should be)."""
+
+
+def _umask():
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+FILE_MODE = 0o666 & ~_umask()  # what open() would give a new file under the user's umask
+
+
 @contextlib.contextmanager
 def atomic_path(path):
-    """Yield a temporary path next to `path`; rename it onto `path` only if the block finishes."""
+    """Yield a temporary path next to `path`; rename it onto `path` only if the block finishes. The final file gets
+    the permissions the user's umask asks for (mkstemp alone would leave it readable by its owner only). A failure
+    to write (full disk, permissions) becomes an OutputError that names the path."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp_path = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
-    os.close(fd)
+    tmp_path = None
     try:
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp_path = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+        os.close(fd)
         yield tmp_path
+        os.chmod(tmp_path, FILE_MODE)
         os.replace(tmp_path, path)
+    except OSError as exc:
+        if isinstance(exc, OutputError):
+            raise
+        reason = "the disk is full" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
+        raise OutputError(exc.errno, f"{path}: could not be written ({reason}). Free some space, fix the "
+                                     f"permissions, or write elsewhere (e.g. another --model_dir).") from None
     finally:
-        if os.path.exists(tmp_path):
+        if tmp_path is not None and os.path.exists(tmp_path):
             os.remove(tmp_path)
 
 
@@ -66,9 +132,54 @@ def atomic_write_text(path, text):
             f.write(text)
 
 
+def atomic_write_json(path, data):
+    """Strict JSON: a NaN or infinity is a bug to report, not a file that other tools cannot parse."""
+    atomic_write_text(path, json.dumps(data, indent=2, allow_nan=False, ensure_ascii=False))
+
+
 def atomic_torch_save(obj, path):
     with atomic_path(path) as tmp_path:
-        torch.save(obj, tmp_path)
+        with open(tmp_path, "wb") as f:  # through a Python file, a full disk raises OSError (not torch's RuntimeError)
+            torch.save(obj, f)
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is when it arrives, and handled as Ctrl-C is."""
+    signal_name = "SIGTERM"
+
+
+class FolderInUse(RuntimeError):
+    """Another process is writing into the same output folder."""
+
+
+LOCK_FILE = ".lock"
+
+
+@contextlib.contextmanager
+def folder_lock(folder):
+    """Hold an exclusive lock on `folder` (its `.lock` file, which names the owner's pid) for the duration of the
+    block; raise FolderInUse at once if another process holds it. The operating system releases the lock when its
+    owner exits, however it exits, so a crashed run never leaves the folder locked."""
+    os.makedirs(folder, exist_ok=True)
+    path = os.path.join(folder, LOCK_FILE)
+    with open(path, "a+", encoding="ascii") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            owner = f.read().strip() or "unknown"
+            raise FolderInUse(f"{folder} is in use by another run (process {owner}, lock file {path}). Wait for it "
+                              f"to finish, or write to another folder (--model_dir).") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        try:
+            yield
+        finally:
+            f.seek(0)
+            f.truncate()
+            fcntl.flock(f, fcntl.LOCK_UN)
 
 
 # ----------------------------------------------------------------------------------------------------------------

@@ -70,5 +70,4 @@ SMALL_MODEL = ["--hidden_dim", "16", "--word_emb_dim", "8", "--char_emb_dim", "6
 
 def run_main(tmp_path, data_dir, *extra):
     import main
-    return main.main(["--data_dir", str(data_dir), "--model_dir", str(tmp_path / "model"),
-                      "--vocab_dir", str(tmp_path / "vocab"), *SMALL_MODEL, *extra])
+    return main.main(["--data_dir", str(data_dir), "--model_dir", str(tmp_path / "model"), *SMALL_MODEL, *extra])

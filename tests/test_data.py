@@ -1,5 +1,6 @@
 """The reader, normalisation, vocabularies, word vectors, image features and batches."""
 import logging
+import time
 
 import pytest
 import torch
@@ -88,6 +89,53 @@ def test_non_utf8_names_line_and_byte_offset(tmp_path):
     assert "f:3: byte 0xe9 at byte offset 16 (byte 3 of the line) is not UTF-8" in str(err.value)
 
 
+def test_old_mac_cr_line_ends(tmp_path):
+    path = write(tmp_path, "IMGID:1\rA\tB-LOC\rb\tO\r\rIMGID:2\rc\tO\r")
+    tweets, stats = data.read_tweets(path)
+    assert [t.tokens for t in tweets] == [["A", "b"], ["c"]] and stats.tokens == 3
+
+
+def test_line_of_invisible_characters_is_named(tmp_path):
+    path = write(tmp_path, "IMGID:1\na\tO\n\u00a0\nb\tO\n")
+    with pytest.raises(data.DataError, match=r":3: the line holds only invisible characters \(U\+00A0\)"):
+        data.read_tweets(path)
+
+
+def test_tag_column_on_the_id_line_is_not_part_of_the_id(tmp_path, caplog):
+    path = write(tmp_path, "IMGID:1\tO\na\tO\n\nIMGID:2\nb\tO\n")
+    tweets, stats = data.read_tweets(path)
+    assert [t.img_id for t in tweets] == ["1", "2"] and stats.tagged_id_lines == 1
+    with pytest.raises(data.DataError, match=r":1: 'IMGID:1\\tx y' is not `IMGID:<id>`"):
+        data.read_tweets(write(tmp_path, "IMGID:1\tx y\na\tO\n", name="g"))
+
+
+@pytest.mark.parametrize("token", ["1" * 5000 + "x", "." * 5000 + "x", "www." + "a." * 3000 + " ",
+                                   "http://" + "a" * 5000 + " x", ":" + ")" * 5000 + "x", "@" + "a" * 5000 + "!",
+                                   "a" * 5000 + "!", "#" + "ab" * 3000])
+def test_normalisation_is_linear_on_adversarial_tokens(token):
+    start = time.perf_counter()
+    data.normalize_token(token)
+    data.normalize_token(token * 2)
+    assert time.perf_counter() - start < 0.2  # the old number pattern took minutes on the first of these
+
+
+def test_a_folder_or_an_unreadable_file_as_data(tmp_path, monkeypatch):
+    (tmp_path / "train").mkdir()
+    with pytest.raises(data.DataError, match="train: is a directory, not a data file"):
+        data.read_tweets(str(tmp_path / "train"))
+    path = write(tmp_path, "IMGID:1\na\tO\n")
+    real_open = open
+
+    def denied(file, *args, **kwargs):
+        if str(file) == path:
+            raise PermissionError(13, "Permission denied")
+        return real_open(file, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", denied)  # as for a non-root user without read permission
+    with pytest.raises(data.DataError, match=r"f: cannot be read \(Permission denied\). Check its permissions"):
+        data.read_tweets(path)
+
+
 def test_missing_file_names_path_and_flag(tmp_path):
     with pytest.raises(data.DataError, match="no such file.*--data_dir"):
         data.read_tweets(str(tmp_path / "nope"))
@@ -122,12 +170,14 @@ def test_tags_come_from_training_data_in_stable_order():
     assert vocab.tags == ["O", "B-GPE", "B-ORG", "I-ORG"]
 
 
-def test_vocab_round_trip(tmp_path):
-    train = [data.Tweet("1", ["x\u2028y", "b"], ["B-PER", "O"], 1)]
-    vocab = data.build_vocab([train], train, 10, 10, ["train"])
-    vocab.save(tmp_path)
-    loaded = data.Vocab.load(tmp_path)
+def test_vocab_round_trip_through_a_checkpoint(tmp_path):
+    train = [data.Tweet("1", ["x\u2028y", "Paris"], ["B-PER", "O"], 1)]
+    vocab = data.build_vocab([train], train, 10, 10, ["train"], word_form="raw")
+    torch.save({"vocab": vocab.to_dict()}, tmp_path / "v.pt")
+    loaded = data.Vocab.from_dict(torch.load(tmp_path / "v.pt", weights_only=True)["vocab"])
     assert (loaded.words, loaded.chars, loaded.tags) == (vocab.words, vocab.chars, vocab.tags)
+    assert loaded.word_of("Paris") == "Paris" and loaded.vector_key("Paris") == "paris"  # the authors' raw form
+    assert data.build_vocab([train], train, 10, 10, ["train"]).word_of("Paris") == "paris"  # GloVe form
 
 
 def test_unseen_dev_tag_is_reported(caplog):
@@ -157,9 +207,26 @@ def test_word_vectors_glove_and_word2vec_formats(tmp_path):
         assert matrix[4].abs().max() <= 0.25 and matrix[4].abs().sum() > 0  # emu: random init
 
 
+def test_word_vectors_tab_separated_and_raw_vocab_lookup(tmp_path):
+    path = write(tmp_path, "cat\t1\t2\t3\nparis\t4\t5\t6\n", "tabs.txt")
+    vocab = data.Vocab([data.PAD, data.UNK, "cat", "Paris", "paris"], [data.PAD, data.UNK], ["O"], word_form="raw")
+    matrix = data.load_word_vectors(path, vocab, 3)
+    assert matrix[2].tolist() == [1, 2, 3]
+    assert matrix[3].tolist() == matrix[4].tolist() == [4, 5, 6]  # both casings take the lower-cased vector
+
+
+def test_word_vectors_bad_byte_and_invisible_line_name_their_line(tmp_path):
+    path = write(tmp_path, b"cat 1 2 3\ndog 4 5 6\nca\xfe 7 8 9\n", "bad.txt", mode="wb")
+    with pytest.raises(data.DataError, match=r"bad.txt:3: byte 0xfe \(byte 2 of the line\) is not UTF-8"):
+        data.load_word_vectors(path, small_vocab("cat"), 3)
+    path = write(tmp_path, "cat 1 2 3\n\u00a0\ndog 4 5 6\n", "nbsp.txt")
+    with pytest.raises(data.DataError, match=r"nbsp.txt:2: the line holds only invisible characters"):
+        data.load_word_vectors(path, small_vocab("cat"), 3)
+
+
 def test_word_vectors_wrong_dimension(tmp_path):
     path = write(tmp_path, "cat 1 2 3 4\n", "v.txt")
-    with pytest.raises(data.DataError, match=r"v.txt:1: 4-d vector but --word_emb_dim is 3"):
+    with pytest.raises(data.DataError, match=r"v.txt:1: 4 numbers after the word, but --word_emb_dim is 3"):
         data.load_word_vectors(path, small_vocab("cat"), 3)
     header = write(tmp_path, "10 4\ncat 1 2 3 4\n", "h.txt")
     with pytest.raises(data.DataError, match=r"h.txt:1: the header says 4-d vectors"):
@@ -204,13 +271,48 @@ def test_features_int_keys_both_layouts_both_dtypes(tmp_path):
     assert feats[1, 8, 5].item() == grid[5, 1, 1].item()  # region 8 = row 1, column 1 of the 7 x 7 grid
 
 
-def test_features_pages_released_reads_stay_correct(tmp_path):
+def test_features_handed_out_are_copies(tmp_path):
     stored = write_features(tmp_path / "f.pt", [str(i) for i in range(20)], dtype=torch.float16)
     table = data.load_image_features(str(tmp_path / "f.pt"), [str(i) for i in range(20)])
-    assert table.mapped_range is not None
-    for _ in range(2):  # a second read after the pages were released gives the same values
-        feats = table.gather(table.rows([str(i) for i in range(20)]))
-        assert torch.equal(feats, torch.stack([stored[str(i)] for i in range(20)]).float())
+    rows = table.rows([str(i) for i in range(20)])
+    first = table.gather(rows)
+    assert torch.equal(first, torch.stack([stored[str(i)] for i in range(20)]).float())
+    first *= 5  # a caller writing into its batch
+    assert torch.equal(table.gather(rows), torch.stack([stored[str(i)] for i in range(20)]).float())
+
+
+def test_feature_file_with_none_of_the_ids_is_an_error(tmp_path):
+    torch.save({}, tmp_path / "empty.pt")
+    with pytest.raises(data.DataError, match="none of the 2 image ids of the data has a feature"):
+        data.load_image_features(str(tmp_path / "empty.pt"), ["1", "2"])
+    torch.save({"features": {"1": torch.zeros(49, 512)}}, tmp_path / "nested.pt")  # one level too deep
+    with pytest.raises(data.DataError, match="keys begin 'features'"):
+        data.load_image_features(str(tmp_path / "nested.pt"), ["1", "2"])
+
+
+def test_a_large_share_of_missing_features_is_a_loud_warning(tmp_path, caplog):
+    torch.save({"1": torch.zeros(49, 512)}, tmp_path / "f.pt")
+    data.load_image_features(str(tmp_path / "f.pt"), ["1", "2", "3", "4"])
+    assert "3 of 4 image ids (75.0%) have no feature" in caplog.text and "THAT IS 75% OF THE IMAGES" in caplog.text
+    caplog.clear()
+    torch.save({str(i): torch.zeros(49, 512) for i in range(19)}, tmp_path / "most.pt")
+    data.load_image_features(str(tmp_path / "most.pt"), [str(i) for i in range(20)])
+    assert "1 of 20 image ids (5.0%) have no feature" in caplog.text and "THAT IS" not in caplog.text
+
+
+def test_feature_id_as_int_and_as_string_is_an_error(tmp_path):
+    torch.save({1: torch.zeros(49, 512), "1": torch.ones(49, 512)}, tmp_path / "f.pt")
+    with pytest.raises(data.DataError, match="image id '1' is in the file twice, as 1 and as '1'"):
+        data.load_image_features(str(tmp_path / "f.pt"), ["1"])
+
+
+def test_provenance_record_is_read_and_not_an_image(tmp_path):
+    record = {"mode": "torchvision", "weights_sha256": "397923af"}
+    torch.save({"1": torch.zeros(49, 512), data.PROVENANCE_KEY: record}, tmp_path / "f.pt")
+    table = data.load_image_features(str(tmp_path / "f.pt"), ["1"])
+    assert table.provenance == record and table.row_of == {"1": 1}
+    torch.save({"1": torch.zeros(49, 512)}, tmp_path / "plain.pt")
+    assert data.load_image_features(str(tmp_path / "plain.pt"), ["1"]).provenance is None
 
 
 @pytest.mark.parametrize("value, message", [
@@ -240,7 +342,7 @@ def test_missing_ids_listed_with_verbose(tmp_path, caplog):
     torch.save({"1": torch.zeros(49, 512)}, tmp_path / "f.pt")
     with caplog.at_level(logging.DEBUG, logger="data_loader"):
         data.load_image_features(str(tmp_path / "f.pt"), ["1", "x9", "y8"])
-    assert "2 of 3 image ids have no feature" in caplog.text and "x9 y8" in caplog.text
+    assert "2 of 3 image ids (66.7%) have no feature" in caplog.text and "x9 y8" in caplog.text
 
 
 # ---------------------------------------------------------------------------------------------------------------

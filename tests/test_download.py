@@ -81,8 +81,8 @@ def test_main_fetches_missing_files_on_first_run(server, tmp_path, monkeypatch):
     monkeypatch.setattr(utils, "VGG_FEATURES_URL", server + "/features.pt")
 
     flags = [f for f in SMALL_MODEL if f not in ("--no_w2v", "--offline")]
-    args = ["--data_dir", str(tmp_path / "data"), "--model_dir", str(tmp_path / "model"), "--vocab_dir",
-            str(tmp_path / "vocab"), "--wordvec_dir", str(tmp_path / "wordvec"), "--do_train", *flags]
+    args = ["--data_dir", str(tmp_path / "data"), "--model_dir", str(tmp_path / "model"),
+            "--wordvec_dir", str(tmp_path / "wordvec"), "--do_train", *flags]
     assert main.main(args) == 0
     for name in ("train", "dev", "test"):
         assert (tmp_path / "data" / name).read_bytes() == FILES[f"/data/{name}"]

@@ -54,7 +54,7 @@ def test_ctrl_c_during_training_keeps_best_checkpoint(tmp_path, tiny_data):
     model_dir = tmp_path / "model"
     flags = SMALL_MODEL + ["--num_train_epochs", "100000"]  # the last value of a flag wins
     command = [sys.executable, os.path.join(ROOT, "main.py"), "--do_train", "--do_eval", "--data_dir", str(data_dir),
-               "--model_dir", str(model_dir), "--vocab_dir", str(tmp_path / "vocab"), *flags]
+               "--model_dir", str(model_dir), *flags]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 120
     while not (model_dir / "model.pt").exists() and time.time() < deadline and process.poll() is None:
@@ -63,7 +63,7 @@ def test_ctrl_c_during_training_keeps_best_checkpoint(tmp_path, tiny_data):
     process.send_signal(signal.SIGINT)
     output, _ = process.communicate(timeout=60)
     assert process.returncode == 130, output
-    assert "Interrupted at step" in output and "is intact at" in output
+    assert "Interrupted (SIGINT) at step" in output and "is intact at" in output
     saved = torch.load(model_dir / "model.pt", weights_only=True)
     assert saved["epoch"] >= 1 and saved["dev_f1"] >= 0
     assert json.loads((model_dir / "metrics.json").read_text())["interrupted"] is True

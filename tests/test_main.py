@@ -29,16 +29,17 @@ def test_train_and_eval_writes_every_output(tmp_path, tiny_data):
     model_dir = tmp_path / "model"
     for name in ("model.pt", "config.json", "metrics.json", "test_predictions.txt", "dev_predictions.txt"):
         assert (model_dir / name).stat().st_size > 0, name
-    assert (tmp_path / "vocab" / "vocab.json").exists()
-
     saved = torch.load(model_dir / "model.pt", weights_only=True)  # plain data only: no pickled objects
-    assert saved["tags"] == ["O", "B-LOC", "I-LOC", "B-PER"]
+    assert saved["vocab"]["tags"] == ["O", "B-LOC", "I-LOC", "B-PER"]  # the vocabulary travels in the checkpoint
+    assert "Obama" not in saved["vocab"]["words"] and "obama" in saved["vocab"]["words"]
     config = json.loads((model_dir / "config.json").read_text())
     assert config["hidden_dim"] == 16 and config["kernel_lst"] == [2, 3, 4] and config["seed"] == 7
+    assert config["vocab"]["includes_test_words"] is True and config["vocab"]["built_from"] == ["train", "dev", "test"]
+    assert config["image_features"]["provenance"].startswith("no provenance record")
 
     metrics = json.loads((model_dir / "metrics.json").read_text())
     assert metrics["best_epoch"] in (1, 2) and len(metrics["history"]) == 2
-    assert 0.1 < metrics["peak_memory_gb"] < 24  # this process's own peak (torch alone is ~0.2 GB)
+    assert metrics["peak_anonymous_memory_gb"] <= metrics["peak_memory_gb"]
     best = max(metrics["history"], key=lambda h: h["dev_f1"])
     assert metrics["dev"]["f1"] == pytest.approx(best["dev_f1"])
     for name in ("dev", "test"):  # every gold token and entity of every tweet is counted
@@ -86,7 +87,7 @@ def test_missing_features_keep_tweets_in_the_data(tmp_path, tiny_data, caplog):
     assert run_main(tmp_path, data_dir, "--do_train", "--do_eval") == 0
     metrics = json.loads((tmp_path / "model" / "metrics.json").read_text())
     assert metrics["test"]["tweets"] == len(splits["test"])
-    assert "57 of 67 image ids have no feature" in caplog.text
+    assert "57 of 67 image ids (85.1%) have no feature" in caplog.text
 
 
 def test_same_seed_same_result(tmp_path, tiny_data):
@@ -134,12 +135,6 @@ def test_eval_without_a_trained_model_says_train_first(tmp_path, tiny_data, caps
     assert "model.pt: no trained model there. Train first (--do_train)" in capsys.readouterr().err
 
 
-def test_eval_without_vocab_says_where_it_looked(tmp_path, tiny_data, capsys):
-    data_dir, _ = tiny_data
-    assert run_main(tmp_path, data_dir, "--do_eval") == 2
-    assert "vocab.json: no vocabulary there. Train first" in capsys.readouterr().err
-
-
 def test_truncated_checkpoint_is_reported(tmp_path, tiny_data, capsys):
     data_dir, _ = tiny_data
     run_main(tmp_path, data_dir, "--do_train")
@@ -157,24 +152,31 @@ def test_checkpoint_with_other_dims_lists_the_mismatch(tmp_path, tiny_data, caps
     assert "hidden_dim: checkpoint 16 vs now 32" in err and "attention: checkpoint concat vs now additive" in err
 
 
-def test_checkpoint_with_other_vocab_lists_the_mismatch(tmp_path, tiny_data, capsys):
+def test_eval_takes_model_settings_and_vocabulary_from_the_checkpoint(tmp_path, tiny_data):
+    """Two runs with vocabularies of equal size and different words: each model is scored with its own."""
     data_dir, _ = tiny_data
-    run_main(tmp_path, data_dir, "--do_train")
-    other = tmp_path / "other"
-    other.mkdir()
-    run_main(other, data_dir, "--do_train", "--word_vocab_size", "10")
-    model_dir = str(tmp_path / "model")
-    assert main.main(["--data_dir", str(data_dir), "--model_dir", model_dir, "--vocab_dir", str(other / "vocab"),
-                      "--do_eval", "--hidden_dim", "16", "--word_emb_dim", "8", "--char_emb_dim", "6",
-                      "--final_char_dim", "8", "--num_filters", "4", "--offline", "--no_progress"]) == 2
-    assert "num_words: checkpoint" in capsys.readouterr().err
+    for name, vocab_from in (("all", "all"), ("train", "train")):
+        (tmp_path / name).mkdir()
+        run_main(tmp_path / name, data_dir, "--do_train", "--do_eval", "--vocab_from", vocab_from,
+                 "--word_vocab_size", "20")
+    sizes = [len(torch.load(tmp_path / n / "model" / "model.pt", weights_only=True)["vocab"]["words"])
+             for n in ("all", "train")]
+    assert sizes == [20, 20]
+    for name in ("all", "train"):
+        model_dir = tmp_path / name / "model"
+        first = json.loads((model_dir / "metrics.json").read_text())["test"]
+        # no model flag at all: the checkpoint's dimensions (hidden_dim 16, ...) and vocabulary are used
+        assert main.main(["--data_dir", str(data_dir), "--model_dir", str(model_dir), "--do_eval", "--offline",
+                          "--no_progress"]) == 0
+        again = json.loads((model_dir / "metrics.json").read_text())["test"]
+        assert again == first
 
 
 def test_checkpoint_never_unpickles_objects(tmp_path):
     path = tmp_path / "model.pt"
     torch.save({"model": {}, "args": argparse.Namespace(lr=0.1)}, path)  # as the seed code saved its args
     with pytest.raises(trainer.CheckpointError, match="corrupt or not one of ours"):
-        trainer.load_checkpoint(str(path), vocab=None)
+        trainer.load_checkpoint(str(path))
 
 
 def test_interrupt_keeps_best_checkpoint(tmp_path, tiny_data, monkeypatch, caplog):
@@ -190,7 +192,7 @@ def test_interrupt_keeps_best_checkpoint(tmp_path, tiny_data, monkeypatch, caplo
 
     monkeypatch.setattr(trainer.ACN, "loss", loss_then_interrupt)
     assert run_main(tmp_path, data_dir, "--do_train", "--do_eval", "--num_train_epochs", "3") == 130
-    assert "Interrupted at step 4; the best checkpoint so far (epoch 1" in caplog.text
+    assert "Interrupted (SIGINT) at step 4; the best checkpoint so far (epoch 1" in caplog.text
     saved = torch.load(tmp_path / "model" / "model.pt", weights_only=True)
     assert saved["epoch"] == 1
     metrics = json.loads((tmp_path / "model" / "metrics.json").read_text())
@@ -238,8 +240,9 @@ def test_rmsprop_and_vocab_from_train(tmp_path, tiny_data):
                       torch.optim.RMSprop)
     assert run_main(tmp_path, data_dir, "--do_train", "--do_eval", "--optimizer", "rmsprop",
                     "--vocab_from", "train") == 0
-    vocab = json.loads((tmp_path / "vocab" / "vocab.json").read_text())
+    vocab = torch.load(tmp_path / "model" / "model.pt", weights_only=True)["vocab"]
     assert vocab["built_from"] == ["train"]
     train_chars = {c for _, tokens in splits["train"] for tok, _ in tokens for c in tok}
     assert set(vocab["chars"][2:]) == train_chars
-    assert json.loads((tmp_path / "model" / "config.json").read_text())["optimizer"] == "rmsprop"
+    config = json.loads((tmp_path / "model" / "config.json").read_text())
+    assert config["optimizer"] == "rmsprop" and config["vocab"]["includes_test_words"] is False

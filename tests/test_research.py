@@ -39,26 +39,57 @@ def test_training_curve_png(tmp_path, tiny_data):
         assert image.format == "PNG" and image.size == (800, 400)
 
 
-def test_attention_maps_over_image_and_alone(tmp_path, tiny_data):
+@pytest.mark.parametrize("attention", ["additive", "concat"])
+def test_attention_maps_over_image_and_alone(tmp_path, tiny_data, attention):
     data_dir, splits = tiny_data
-    run_main(tmp_path, data_dir, "--do_train")
+    run_main(tmp_path, data_dir, "--do_train", "--num_train_epochs", "1", "--attention", attention)
     (data_dir / "ner_img").mkdir()
     first_id = splits["test"][0][0]
     Image.new("RGB", (300, 200), (10, 200, 30)).save(data_dir / "ner_img" / f"{first_id}.jpg")
     assert run_main(tmp_path, data_dir, "--do_predict", "--pred_file", str(data_dir / "test"), "--save_attention",
-                    "--attention_limit", "3") == 0
+                    "--attention_limit", "3", "--attention", attention) == 0
     pngs = sorted((tmp_path / "model" / "attention").iterdir())
     assert len(pngs) == 3
     for png in pngs:
         index = int(png.name.split("_")[0])
         img_id, tokens = splits["test"][index]
-        assert png.name == f"{index}_{img_id}.png" and png.stat().st_size > 1000
-        with Image.open(png) as image:
-            assert image.size == utils.attention_figure_size(len(tokens))
+        assert png.name == f"{index}_{img_id}.png"
+        with Image.open(png) as image:  # additive: a panel per word; concat: one panel, the same for every word
+            assert image.size == utils.attention_figure_size(len(tokens) if attention == "additive" else 1)
     with Image.open(pngs[0]) as over_image:  # green image under the heat map of the first tweet
         rgb = np.asarray(over_image.convert("RGB")).astype(int)
     r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
     assert ((g > r + 40) & (g > b + 40)).sum() > 500
+
+
+def test_attention_map_of_a_rotated_photo_is_drawn_upright(tmp_path, tiny_data, monkeypatch):
+    """A photo whose EXIF says "rotate 90 degrees": the map is drawn over the upright image, as VGG16 saw it."""
+    data_dir, splits = tiny_data
+    run_main(tmp_path, data_dir, "--do_train", "--num_train_epochs", "1")
+    (data_dir / "ner_img").mkdir()
+    stored = Image.new("RGB", (300, 200), (255, 255, 255))
+    stored.paste((10, 200, 30), (0, 0, 150, 200))  # stored: green left half; upright: green top half
+    exif = Image.Exif()
+    exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
+    stored.save(data_dir / "ner_img" / f"{splits['test'][0][0]}.jpg", exif=exif)
+    drawn = []
+    monkeypatch.setattr(utils, "plot_visual_attention", lambda words, alpha, path, image=None: drawn.append(image))
+    assert run_main(tmp_path, data_dir, "--do_predict", "--pred_file", str(data_dir / "test"), "--save_attention",
+                    "--attention_limit", "1") == 0
+    upright = np.asarray(drawn[0]).astype(int)
+    assert upright.shape == (300, 200, 3)
+    assert upright[:140, :, 1].mean() > 190 and upright[160:, :, 0].mean() > 240  # green top, white bottom
+
+
+def test_image_ids_never_become_paths(tmp_path, tiny_data):
+    data_dir, _ = tiny_data
+    run_main(tmp_path, data_dir, "--do_train", "--num_train_epochs", "1")
+    tweets = [("../../../../tmp/x", [("Paris", "B-LOC")]), ("/etc/passwd", [("a", "O")]), ("..", [("b", "O")])]
+    path = write_conll(tmp_path / "evil.txt", tweets)
+    assert run_main(tmp_path, data_dir, "--do_predict", "--pred_file", str(path), "--save_attention") == 0
+    names = sorted(p.name for p in (tmp_path / "model" / "attention").iterdir())
+    assert names == ["0__.._.._.._tmp_x.png", "1__etc_passwd.png", "2_.png"]  # no `/`: each is a file in the folder
+    assert main.attention_file_name(3, "a/b\\c") == "3_a_b_c.png"
 
 
 def test_attention_figure_size_grows_in_rows_of_six():
