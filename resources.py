@@ -69,7 +69,8 @@ class Dataset:
 
 
 DATASETS = {
-    # the authors' release as the seed implementation ships it (files train/dev/test; 4,000 / 1,000 / 3,257 tweets)
+    # the authors' release as the seed implementation ships it (files train/dev/test; 4,000 / 1,000 / 3,257 tweets);
+    # its images are the folder twitter2015_images/ of UMT's archive (the same tweets and ids), kept as ner_img/
     "twitter2015": Dataset(name="twitter2015", split_files=("train", "dev", "test"), text_url=TWITTER2015_URL,
                            img_dir="ner_img", images=UMT_IMAGES, archive_folder="twitter2015_images",
                            entity_types=("PER", "LOC", "ORG", "OTHER"), feature_url=VGG_FEATURES_URL),

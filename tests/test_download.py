@@ -300,6 +300,14 @@ def test_dataset_sets_the_defaults_and_explicit_flags_win(flags, expected):
     assert (args.dataset, args.data_dir, args.train_file, args.dev_file, args.test_file, args.img_dir) == expected
 
 
+def test_only_a_data_sets_own_split_files_have_a_download_location():
+    umt2017 = resources.DATASETS["twitter2017"]
+    assert umt2017.file_url("valid.txt") == ("https://raw.githubusercontent.com/jefferyYu/UMT/master/data/twitter2017/"
+                                             "valid.txt")
+    assert resources.DATASETS["twitter2015"].file_url("dev") == resources.TWITTER2015_URL.format(file="dev")
+    assert umt2017.file_url("dev") is None and umt2017.file_url("my_train.txt") is None
+
+
 def changed_dataset(name, **changes):
     return dataclasses.replace(resources.DATASETS[name], **changes)
 
