@@ -25,6 +25,7 @@ import torch  # noqa: E402
 
 import data_loader as data  # noqa: E402
 import images  # noqa: E402
+import resources  # noqa: E402
 import trainer  # noqa: E402
 import utils  # noqa: E402
 from model import ACN, ModelConfig  # noqa: E402
@@ -97,17 +98,22 @@ def build_parser():
     a("--save_attention", action="store_true", help="with --do_predict: a PNG of the visual attention (7 x 7 grid) "
       "per tweet in <model_dir>/attention/, over the image when --img_dir has it: one map per word with --attention "
       "additive, one map for the whole tweet with concat (where every word's map is the same)")
-    a("--img_dir", default="ner_img", help="image folder inside --data_dir (for --save_attention)")
+    a("--img_dir", default=None, help="image folder inside --data_dir (for --save_attention; default: the data "
+      "set's, " + ", ".join(f"{d.img_dir} for {name}" for name, d in resources.DATASETS.items()) + ")")
     a("--attention_limit", type=positive_int, default=20, help="--save_attention draws the first N tweets")
     a("--seeds", type=seed_list, default=None, help="run --do_train --do_eval once per seed (e.g. 7,8,9) into "
       "<model_dir>/seed_<s>/ and summarise in <model_dir>/results.md and results.json")
     # where things are
-    a("--data_dir", default="./data", help="folder with the train/dev/test files and the image-feature file")
+    a("--dataset", choices=list(resources.DATASETS), default="twitter2015", help="which data set: sets the "
+      "defaults of --data_dir, the split file names and --img_dir, and where missing files are downloaded from")
+    a("--data_dir", default=None, help="folder with the train/dev/test files and the image-feature file "
+      "(default: ./data/<dataset>)")
     a("--model_dir", default="./model", help="where the checkpoint, config.json, metrics.json and predictions go")
     a("--wordvec_dir", default="./wordvec", help="folder of the pretrained word-vector file")
-    a("--train_file", default="train", help="training file name inside --data_dir")
-    a("--dev_file", default="dev", help="development file name inside --data_dir")
-    a("--test_file", default="test", help="test file name inside --data_dir")
+    a("--train_file", default=None, help="training file name inside --data_dir (default: the data set's, "
+      "train or train.txt)")
+    a("--dev_file", default=None, help="development file name inside --data_dir (default: dev or valid.txt)")
+    a("--test_file", default=None, help="test file name inside --data_dir (default: test or test.txt)")
     a("--w2v_file", default="word_vector_200d.vec", help="word vectors inside --wordvec_dir (GloVe/word2vec text)")
     a("--img_feature_file", default="img_vgg_features.pt",
       help="image id -> (49, 512) VGG16 pool5 features inside --data_dir (save_vgg_feature.py writes it)")
@@ -146,9 +152,20 @@ def build_parser():
     return p
 
 
+def resolve_dataset_defaults(args):
+    """Fill the flags left unset (None) with the defaults of --dataset; flags given explicitly win."""
+    dataset = resources.DATASETS[args.dataset]
+    defaults = {"data_dir": dataset.data_dir, "img_dir": dataset.img_dir,
+                **dict(zip(["train_file", "dev_file", "test_file"], dataset.split_files))}
+    for flag, value in defaults.items():
+        if getattr(args, flag) is None:
+            setattr(args, flag, value)
+    return args
+
+
 def parse_args(argv=None):
     parser = build_parser()
-    args = parser.parse_args(argv)
+    args = resolve_dataset_defaults(parser.parse_args(argv))
     if not (args.do_train or args.do_eval or args.do_predict):
         parser.error("nothing to do: give --do_train, --do_eval and/or --do_predict")
     if args.hidden_dim % 2:
@@ -185,21 +202,24 @@ def resource_path(path, url, check, avoid_hint, offline):
 
 
 def data_path(args, file_name):
-    known = {"train", "dev", "test"}
-    url = utils.TWITTER2015_URL.format(split=file_name) if file_name in known else None
+    url = resources.DATASETS[args.dataset].file_url(file_name)
     return resource_path(os.path.join(args.data_dir, file_name), url, lambda p: data.read_tweets(p),
-                         "point --data_dir at a folder that holds the Twitter-2015 files", args.offline)
+                         f"point --data_dir at a folder that holds the {args.dataset} files", args.offline)
 
 
 def feature_path(args):
-    url = utils.VGG_FEATURES_URL if args.img_feature_file == "img_vgg_features.pt" else None
-    return resource_path(os.path.join(args.data_dir, args.img_feature_file), url, utils.check_torch_zip,
-                         "extract features with save_vgg_feature.py, or train text-only with --no_img",
-                         args.offline)
+    path = os.path.join(args.data_dir, args.img_feature_file)
+    default_name = args.img_feature_file == resources.VGG_FEATURES_FILE
+    url = resources.DATASETS[args.dataset].feature_url if default_name else None
+    hint = (f"extract features from the images with `python save_vgg_feature.py --dataset {args.dataset} "
+            f"--data_dir {args.data_dir}`, or train text-only with --no_img")
+    if url is None and not os.path.isfile(path):
+        raise utils.DownloadError(f"{path} is missing and has no public copy to download.\n  To fix: {hint}")
+    return resource_path(path, url, utils.check_torch_zip, hint, args.offline)
 
 
 def wordvec_path(args):
-    url = utils.WORD_VECTORS_URL if args.w2v_file == "word_vector_200d.vec" else None
+    url = resources.WORD_VECTORS_URL if args.w2v_file == resources.WORD_VECTORS_FILE else None
     return resource_path(os.path.join(args.wordvec_dir, args.w2v_file), url, utils.check_text_lines,
                          "train with random word embeddings: --no_w2v", args.offline)
 
@@ -511,7 +531,7 @@ def results_markdown(results):
     return "\n".join(lines) + "\n"
 
 
-DEFAULTS = vars(build_parser().parse_args([]))
+DEFAULTS = vars(resolve_dataset_defaults(build_parser().parse_args([])))
 
 
 def terminate(signum, frame):
