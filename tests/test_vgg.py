@@ -5,6 +5,7 @@ import torch
 from PIL import Image
 
 import data_loader as data
+import images
 import save_vgg_feature as vgg
 import utils
 from conftest import write_conll
@@ -52,7 +53,7 @@ def test_images_of_every_kind_are_converted_or_reported(tmp_path):
         assert regions.shape == (49, 512) and regions.dtype == torch.float32 and torch.isfinite(regions).all()
 
     # regions in row-major order of the 7 x 7 pool5 grid, same as running the network by hand
-    pixels, _ = vgg.load_image(str(tmp_path / "img"), "rgb", "torchvision")
+    pixels = vgg.load_pixels(str(tmp_path / "img" / "rgb.jpg"), "torchvision")
     with torch.no_grad():
         pooled = model.features(pixels[None])[0]  # (512, 7, 7)
     torch.testing.assert_close(features["rgb"][7 * 2 + 3], pooled[:, 2, 3])
@@ -60,26 +61,25 @@ def test_images_of_every_kind_are_converted_or_reported(tmp_path):
 
 def test_conversions_keep_content_upright_and_eight_bit(tmp_path):
     draw_images(tmp_path)
-    with Image.open(tmp_path / "rotated.jpeg") as image:
-        assert vgg.to_rgb(image).size == (20, 40)  # EXIF orientation applied
+    assert images.open_image(tmp_path / "rotated.jpeg").size == (20, 40)  # EXIF orientation applied
     with Image.open(tmp_path / "deep16.png") as image:
         assert image.mode.startswith("I")
-        rgb = np.asarray(vgg.to_rgb(image))
+    rgb = np.asarray(images.open_image(tmp_path / "deep16.png"))
     assert rgb.dtype == np.uint8 and rgb.max() > 200 and rgb.min() < 10  # scaled, not clipped to white
-    with Image.open(tmp_path / "rgba.png") as image:
-        # half-transparent red over white: 200 * 128/255 + 255 * 127/255 = 227
-        assert vgg.to_rgb(image).getpixel((0, 0)) == (227, 132, 132)
-    with Image.open(tmp_path / "cmyk.jpg") as image:
-        r, g, b = vgg.to_rgb(image).getpixel((5, 5))
+    # half-transparent red over white: 200 * 128/255 + 255 * 127/255 = 227
+    assert images.open_image(tmp_path / "rgba.png").getpixel((0, 0)) == (227, 132, 132)
+    r, g, b = images.open_image(tmp_path / "cmyk.jpg").getpixel((5, 5))
     assert r > 200 and g < 60 and b < 60
+    for name in ("gray.png", "palette.png", "rgb.jpg"):
+        assert images.open_image(tmp_path / name).mode == "RGB"
 
 
 def test_preprocessing_matches_the_weights():
     red = Image.new("RGB", (224, 224), (255, 0, 0))
-    torchvision_pixels = vgg.preprocess(red, "torchvision")
+    torchvision_pixels = vgg.normalise(red, "torchvision")
     assert torchvision_pixels[0, 0, 0].item() == pytest.approx((1 - 0.485) / 0.229, rel=1e-5)
     assert torchvision_pixels[2, 0, 0].item() == pytest.approx((0 - 0.406) / 0.225, rel=1e-5)
-    caffe = vgg.preprocess(red, "caffe")  # BGR, 0-255, mean subtracted
+    caffe = vgg.normalise(red, "caffe")  # BGR, 0-255, mean subtracted
     assert caffe[0, 0, 0].item() == pytest.approx(0 - 103.939)
     assert caffe[2, 0, 0].item() == pytest.approx(255 - 123.68)
 
@@ -116,6 +116,8 @@ def test_command_line_run_float16_report_and_training_loader(tmp_path, capsys):
                      "float16", "--batch_size", "3", "--workers", "2"]) == 0
     assert "Wrote 7 features" in capsys.readouterr().out
     saved = torch.load(data_dir / "img_vgg_features.pt", weights_only=True)
+    provenance = saved.pop(vgg.PROVENANCE_KEY)
+    assert (provenance["num_images"], provenance["num_failures"], provenance["dtype"]) == (10, 3, "float16")
     assert set(saved) == {i for i, ok in cases.items() if ok}
     assert all(v.dtype == torch.float16 and v.shape == (49, 512) for v in saved.values())
     report = (data_dir / "img_vgg_features.pt.failures.tsv").read_text().splitlines()
