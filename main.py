@@ -36,22 +36,7 @@ logger = logging.getLogger(__name__)
 # ----------------------------------------------------------------------------------------------------------------
 # Arguments: impossible values stop here, before any data is read.
 
-def int_at_least(minimum):
-    """argparse type: an integer >= minimum."""
-    what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
-
-    def parse(text):
-        try:
-            value = int(text)
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
-        return value
-    return parse
-
-
-positive_int, non_negative_int = int_at_least(1), int_at_least(0)
+positive_int, non_negative_int = utils.int_at_least(1), utils.int_at_least(0)
 
 
 def positive_float(text):
@@ -454,6 +439,18 @@ def attention_file_name(index, img_id):
     return f"{index}_{SAFE_NAME.sub('_', img_id).lstrip('.')}.png"
 
 
+def attention_backdrop(img_dir, img_id):
+    """The tweet's image, upright, to draw the attention over; None (a plain map) when it is missing or unreadable."""
+    path = images.find_image(img_dir, img_id)
+    if path is None:
+        return None
+    try:
+        return images.open_image(path)
+    except images.ImageError as exc:
+        logger.warning("%s; its attention map is drawn without it", exc)
+        return None
+
+
 def save_attention_maps(args, model, split, features, device):
     """<model_dir>/attention/<n>_<img_id>.png for the first --attention_limit tweets of the file: one map per word
     with the additive attention; with concat, where every word of a tweet gets the same map, one map per tweet."""
@@ -465,8 +462,7 @@ def save_attention_maps(args, model, split, features, device):
         with torch.no_grad():
             _, maps = model(data.collate([example], features).to(device))
         alpha = maps["visual"][0].cpu()                                          # (S, 49)
-        image_path = images.find_image(os.path.join(args.data_dir, args.img_dir), tweet.img_id)
-        image = images.open_image(image_path) if image_path else None
+        image = attention_backdrop(os.path.join(args.data_dir, args.img_dir), tweet.img_id)
         path = os.path.join(folder, attention_file_name(example.index, tweet.img_id))
         if per_word:
             utils.plot_visual_attention(tweet.tokens, alpha, path, image)

@@ -46,7 +46,6 @@ extract features of new images the same way.
 """
 import argparse
 import datetime
-import hashlib
 import logging
 import os
 import sys
@@ -58,8 +57,9 @@ import torch.nn as nn
 from PIL import Image
 from tqdm import tqdm
 
+import resources
 import utils
-from data_loader import DataError, read_tweets
+from data_loader import PROVENANCE_KEY, DataError, read_tweets
 from images import IMAGE_EXTENSIONS, ImageError, find_image, open_image, read_image
 
 logger = logging.getLogger(__name__)
@@ -75,15 +75,14 @@ MODES = ("torchvision", "caffe", "seed", "authors")
 WEIGHTS_FAMILY = {"torchvision": "torchvision", "seed": "torchvision", "caffe": "caffe", "authors": "caffe"}
 MODE_EXTENSIONS = {"torchvision": IMAGE_EXTENSIONS, "caffe": IMAGE_EXTENSIONS, "seed": (".jpg",), "authors": (".jpg",)}
 
-TORCHVISION_SHA256_PREFIX = "397923af"  # torchvision names its checkpoints after their sha256
-TORCHVISION_WEIGHTS = os.path.basename(utils.VGG16_WEIGHTS_URL)
+TORCHVISION_SHA256_PREFIX = resources.VGG16_WEIGHTS_SHA256_PREFIX  # torchvision names checkpoints after their sha256
+TORCHVISION_WEIGHTS = os.path.basename(resources.VGG16_WEIGHTS_URL)
 KERAS_TH_WEIGHTS = "vgg16_weights_th_dim_ordering_th_kernels_notop.h5"
 KERAS_TH_WEIGHTS_URL = "https://github.com/fchollet/deep-learning-models/releases/download/v0.1/" + KERAS_TH_WEIGHTS
 KERAS_CONV_LAYERS = [f"block{block}_conv{i}" for block, convs in ((1, 2), (2, 2), (3, 3), (4, 3), (5, 3))
                      for i in range(1, convs + 1)]  # Keras' names of the 13 conv layers, in order
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
 
-PROVENANCE_KEY = "__provenance__"
 PROVENANCE_NEEDED = ("mode", "weights_file", "weights_sha256", "dtype")
 
 
@@ -108,14 +107,6 @@ class VGG16Features(nn.Module):
 
 # ----------------------------------------------------------------------------------------------------------------
 # Weights: torchvision's checkpoint format, or Keras' Caffe-converted .h5 in Theano layout
-
-def sha256_of(path):
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
 
 def is_hdf5(path):
     with open(path, "rb") as f:
@@ -194,7 +185,7 @@ def load_keras_th_weights(model, path):
 
 def weights_info(path):
     """What a weights file is: {format, family, sha256, description}."""
-    sha256 = sha256_of(path)
+    sha256 = utils.sha256_of(path)
     if is_hdf5(path):
         return {"format": "keras_th_h5", "family": "caffe", "sha256": sha256,
                 "description": "a Keras .h5 file (Caffe-converted VGG16: BGR 0-255 inputs, Caffe means subtracted)"}
@@ -214,7 +205,7 @@ def check_pairing(mode, path, info, force):
         wanted = f"Caffe-converted VGG16 weights: Keras' {KERAS_TH_WEIGHTS} ({KERAS_TH_WEIGHTS_URL})"
         other = "--preprocess torchvision (or seed)"
     else:
-        wanted = f"torchvision's {TORCHVISION_WEIGHTS} ({utils.VGG16_WEIGHTS_URL})"
+        wanted = f"torchvision's {TORCHVISION_WEIGHTS} ({resources.VGG16_WEIGHTS_URL})"
         other = "--preprocess caffe (or authors)"
     message = (f"{path}: --preprocess {mode} needs {wanted}, but this is {info['description']}: the features would "
                f"not mean what the weights learned. Pass the right file with --vgg_weights, or use {other}, or add "
@@ -247,11 +238,11 @@ def resolve_weights(path, offline, mode="torchvision"):
     if os.path.isfile(cached):
         return cached
     hint = (f"pass a local copy with --vgg_weights PATH (torchvision's {TORCHVISION_WEIGHTS} from "
-            f"{utils.VGG16_WEIGHTS_URL}), or run once with network access so it is cached at {cached}")
+            f"{resources.VGG16_WEIGHTS_URL}), or run once with network access so it is cached at {cached}")
     if offline:
         raise utils.DownloadError(f"No VGG16 weights: {cached} is missing and --offline forbids downloading them.\n"
                                   f"  To provide them: {hint}")
-    return utils.download(utils.VGG16_WEIGHTS_URL, cached, check=utils.check_torch_zip, avoid_hint=hint,
+    return utils.download(resources.VGG16_WEIGHTS_URL, cached, check=utils.check_torch_zip, avoid_hint=hint,
                           hash_prefix=TORCHVISION_SHA256_PREFIX)
 
 
@@ -477,7 +468,7 @@ def extractor_from_provenance(provenance, vgg_weights=None, offline=False, devic
         if not os.path.isfile(vgg_weights):
             if offline:
                 raise DataError(f"These features were made with {name}, not in {vgg_weights}, and offline forbids "
-                                f"downloading it: pass {wanted}, or allow downloading ({utils.VGG16_WEIGHTS_URL}).")
+                                f"downloading it: pass {wanted}, or allow downloading ({resources.VGG16_WEIGHTS_URL}).")
             vgg_weights = resolve_weights(None, offline=False)
     if not os.path.isfile(vgg_weights):
         raise DataError(f"{vgg_weights}: weights file not found; pass {wanted}.")
@@ -504,32 +495,16 @@ def image_ids(data_dir, files):
     return list(dict.fromkeys(ids))
 
 
-def positive_int(text):
-    value = int_or_error(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {text!r}")
-    return value
-
-
-def non_negative_int(text):
-    value = int_or_error(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be 0 or more, got {text!r}")
-    return value
-
-
-def int_or_error(text):
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-
-
 def build_parser():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data_dir", default="./data", help="folder with the train/dev/test files")
-    p.add_argument("--img_dir", default="ner_img", help="image folder inside --data_dir, images named <id>.jpg")
-    p.add_argument("--files", default="train,dev,test", help="data files whose image ids to extract")
+    p.add_argument("--dataset", choices=list(resources.DATASETS), default="twitter2015", help="which data set: sets "
+                   "the defaults of --data_dir, --img_dir and --files; its images are downloaded (the UMT archive) "
+                   "when the image folder is missing")
+    p.add_argument("--data_dir", default=None, help="folder with the data files (default: ./data/<dataset>)")
+    p.add_argument("--img_dir", default=None, help="image folder inside --data_dir, images named <id>.jpg (default: "
+                   + ", ".join(f"{d.img_dir} for {name}" for name, d in resources.DATASETS.items()) + ")")
+    p.add_argument("--files", default=None, help="comma-separated data files whose image ids to extract (default: "
+                   "the data set's three splits)")
     p.add_argument("--output", default=None, help="output file (default: <data_dir>/img_vgg_features.pt)")
     p.add_argument("--report", default=None, help="list of failed images (default: <output>.failures.tsv)")
     p.add_argument("--vgg_weights", default=None,
@@ -542,15 +517,25 @@ def build_parser():
                         "REPRODUCES A BUG, the authors' OpenCV extractor (uint8 wraparound, Caffe weights)")
     p.add_argument("--force", action="store_true", help="run even when --preprocess and the weights do not match")
     p.add_argument("--dtype", choices=["float32", "float16"], default="float32", help="stored precision")
-    p.add_argument("--batch_size", type=positive_int, default=32, help="images per forward pass")
-    p.add_argument("--workers", type=non_negative_int, default=2, help="image-decoding worker processes")
+    p.add_argument("--batch_size", type=utils.int_at_least(1), default=32, help="images per forward pass")
+    p.add_argument("--workers", type=utils.int_at_least(0), default=2, help="image-decoding worker processes")
     p.add_argument("--no_cuda", action="store_true", help="run on the CPU even when CUDA is available")
-    p.add_argument("--offline", action="store_true", help="never download the VGG16 weights")
+    p.add_argument("--offline", action="store_true", help="never download (the VGG16 weights, the image archive)")
     return p
 
 
-def main(argv=None):
+def parse_args(argv=None):
+    """The arguments, with the defaults of --dataset filled in where a flag was not given."""
     args = build_parser().parse_args(argv)
+    dataset = resources.DATASETS[args.dataset]
+    args.data_dir = args.data_dir or dataset.data_dir
+    args.img_dir = args.img_dir or dataset.img_dir
+    args.files = args.files or ",".join(dataset.split_files)
+    return args
+
+
+def main(argv=None):
+    args = parse_args(argv)
     utils.init_logger()
     output = args.output or os.path.join(args.data_dir, "img_vgg_features.pt")
     report = args.report or output + ".failures.tsv"
@@ -565,10 +550,10 @@ def main(argv=None):
         logger.info("VGG16 weights %s: sha256 %s (%s)", weights_path, weights["sha256"], weights["format"])
         forced = check_pairing(args.preprocess, weights_path, weights, args.force)
         model = load_weights(VGG16Features(), weights_path)
+        img_dir = utils.fetch_images(resources.DATASETS[args.dataset], args.data_dir, args.offline, args.img_dir)
     except (DataError, utils.DownloadError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    img_dir = os.path.join(args.data_dir, args.img_dir)
     dtype = getattr(torch, args.dtype)
     logger.info("Extracting %d images from %s on %s (--preprocess %s)", len(ids), img_dir, device, args.preprocess)
     features, failures = extract(model, img_dir, ids, batch_size=args.batch_size, mode=args.preprocess,

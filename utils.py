@@ -1,4 +1,5 @@
 """Small helpers shared by the scripts: logging, seeding, atomic writes, downloads of public resources."""
+import argparse
 import contextlib
 import errno
 import fcntl
@@ -80,6 +81,21 @@ class AnonymousMemorySampler:
     @property
     def peak_gb(self):
         return None if self.peak_kb is None else self.peak_kb * 1024 / 1e9
+
+
+def int_at_least(minimum):
+    """argparse type: an integer >= minimum (one line naming the flag and the value otherwise)."""
+    what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+
+    def parse(text):
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+    return parse
 
 
 def set_seed(seed):
@@ -191,7 +207,6 @@ def folder_lock(folder):
 # folder (`<dest>.<pid>.<random>.part`, so two runs fetching the same file never touch each other's) and is renamed
 # onto `<dest>` only once it is complete and passes its checks, so the loaders never see a half file.
 
-VGG16_WEIGHTS_URL = resources.VGG16_WEIGHTS_URL  # kept for save_vgg_feature.py until it reads resources directly
 
 
 class DownloadError(RuntimeError):

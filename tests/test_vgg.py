@@ -7,6 +7,7 @@ from PIL import Image
 import data_loader as data
 import images
 import save_vgg_feature as vgg
+import resources
 import utils
 from conftest import write_conll
 
@@ -132,6 +133,6 @@ def test_no_weights_offline_names_both_ways(tmp_path, monkeypatch, capsys):
     write_conll(tmp_path / "train", [("1", [("a", "O")])])
     assert vgg.main(["--data_dir", str(tmp_path), "--files", "train", "--offline"]) == 2
     err = capsys.readouterr().err
-    assert "--vgg_weights PATH" in err and utils.VGG16_WEIGHTS_URL in err and "hub/checkpoints" in err
+    assert "--vgg_weights PATH" in err and resources.VGG16_WEIGHTS_URL in err and "hub/checkpoints" in err
     assert vgg.main(["--data_dir", str(tmp_path), "--files", "train", "--vgg_weights", str(tmp_path / "x.pth")]) == 2
     assert "x.pth: --vgg_weights file not found" in capsys.readouterr().err
