@@ -356,7 +356,7 @@ def test_missing_features_without_a_public_copy_is_one_message(server, tmp_path,
     asked = len(REQUESTS)
     flags = [f for f in SMALL_MODEL if f != "--offline"]
     assert main.main(["--dataset", "twitter2017", "--data_dir", str(data_dir), "--model_dir", str(tmp_path / "m"),
-                      "--vocab_dir", str(tmp_path / "v"), "--do_train", *flags]) == 2
+                      "--do_train", *flags]) == 2
     err = capsys.readouterr().err
     assert err == (f"error: {data_dir / 'img_vgg_features.pt'} is missing and has no public copy to download.\n"
                    f"  To fix: extract features from the images with `python save_vgg_feature.py --dataset "

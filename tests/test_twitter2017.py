@@ -55,7 +55,7 @@ def test_text_only_run_evaluates_every_gold_token_and_entity(tmp_path, twitter20
     flags = [*SMALL_MODEL, "--num_train_epochs", "1", "--max_seq_len", "20", "--train_batch_size", "64",
              "--eval_batch_size", "256"]
     assert main.main(["--do_train", "--do_eval", "--dataset", "twitter2017", "--data_dir", twitter2017_dir,
-                      "--no_img", "--model_dir", str(tmp_path / "model"), "--vocab_dir", str(tmp_path / "vocab"),
+                      "--no_img", "--model_dir", str(tmp_path / "model"),
                       *flags]) == 0
     metrics = json.loads((tmp_path / "model" / "metrics.json").read_text())
     for split, name in [("dev", "valid.txt"), ("test", "test.txt")]:

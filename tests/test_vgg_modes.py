@@ -228,9 +228,9 @@ def test_mode_and_weights_that_cannot_go_together_are_refused(tmp_path, capsys, 
     assert saved[vgg.PROVENANCE_KEY]["forced"] == 1 and set(saved) == {"a", vgg.PROVENANCE_KEY}
 
 
-@pytest.mark.parametrize("flag, value, message", [("--batch_size", "0", "must be a positive integer, got '0'"),
-                                                  ("--workers", "-1", "must be 0 or more, got '-1'"),
-                                                  ("--batch_size", "many", "not an integer: 'many'")])
+@pytest.mark.parametrize("flag, value, message", [("--batch_size", "0", "expected a positive integer, got '0'"),
+                                                  ("--workers", "-1", "expected an integer >= 0, got '-1'"),
+                                                  ("--batch_size", "many", "expected a positive integer, got 'many'")])
 def test_bad_counts_are_argparse_errors(flag, value, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
         vgg.main([flag, value])
