@@ -26,6 +26,7 @@ import torch  # noqa: E402
 import data_loader as data  # noqa: E402
 import images  # noqa: E402
 import resources  # noqa: E402
+import save_vgg_feature  # noqa: E402
 import trainer  # noqa: E402
 import utils  # noqa: E402
 from model import ACN, ModelConfig  # noqa: E402
@@ -78,8 +79,14 @@ def build_parser():
     a("--do_train", action="store_true", help="train on --train_file, keep the best checkpoint on --dev_file")
     a("--do_eval", action="store_true", help="score the best checkpoint on --dev_file and --test_file")
     a("--do_predict", action="store_true", help="tag --pred_file with the best checkpoint")
-    a("--pred_file", help="IMGID-CoNLL file to tag with --do_predict (tags optional; scored when present)")
-    a("--pred_output", help="where --do_predict writes (default: <model_dir>/<pred_file name>.predicted)")
+    a("--pred_file", help="file to tag with --do_predict: IMGID-CoNLL (tags optional; scored when present), or raw "
+      "tweets as JSONL (name ending in .jsonl; one {\"text\": ..., \"image\": path, \"id\": ...} per line)")
+    a("--text", help="with --do_predict: tag this one raw tweet (instead of --pred_file); prints its JSON")
+    a("--image", help="with --text: the tweet's image file")
+    a("--vgg_weights", help="raw tweets with images: the VGG16 weights file that made the training features (as "
+      "their provenance record names it); default: torchvision's cached checkpoint when that is the one")
+    a("--pred_output", help="where --do_predict writes (default: <model_dir>/<pred_file name>.predicted, "
+      "or .predicted.jsonl for raw tweets)")
     a("--save_attention", action="store_true", help="with --do_predict: a PNG of the visual attention (7 x 7 grid) "
       "per tweet in <model_dir>/attention/, over the image when --img_dir has it: one map per word with --attention "
       "additive, one map for the whole tweet with concat (where every word's map is the same)")
@@ -157,13 +164,17 @@ def parse_args(argv=None):
         parser.error(f"argument --hidden_dim: must be even (two LSTM directions of k/2), got {args.hidden_dim}")
     if args.word_vocab_size < 3 or args.char_vocab_size < 3:
         parser.error("arguments --word_vocab_size/--char_vocab_size: must leave room for [PAD], [UNK] and one entry")
-    if args.do_predict and not args.pred_file:
-        parser.error("--do_predict needs --pred_file")
+    if args.do_predict and not (args.pred_file or args.text is not None):
+        parser.error("--do_predict needs --pred_file or --text")
+    if args.pred_file and args.text is not None:
+        parser.error("give --pred_file or --text, not both")
+    if args.image and args.text is None:
+        parser.error("--image goes with --text (in a JSONL --pred_file, give each tweet's \"image\")")
     if args.save_attention and (args.no_img or not args.do_predict):
         parser.error("--save_attention needs --do_predict and the image model (not --no_img)")
     if args.seeds and not (args.do_train and args.do_eval):
         parser.error("--seeds needs --do_train and --do_eval")
-    if args.do_predict and args.pred_output and os.path.realpath(args.pred_output) == os.path.realpath(args.pred_file):
+    if args.pred_file and args.pred_output and os.path.realpath(args.pred_output) == os.path.realpath(args.pred_file):
         parser.error(f"argument --pred_output: {args.pred_output} is the input --pred_file; writing there would "
                      f"overwrite it. Choose another path.")
     for flag in ("data_dir", "model_dir", "wordvec_dir"):
@@ -401,7 +412,8 @@ def run(args):
         elif args.do_train or args.do_eval:
             code = train_and_evaluate(args, device, memory)
         if code == 0 and args.do_predict:
-            predict_file(args, device)
+            raw = args.text is not None or args.pred_file.lower().endswith(".jsonl")
+            code = predict_raw(args, device) if raw else predict_file(args, device)
         return code
     finally:
         memory.stop()
@@ -426,8 +438,80 @@ def predict_file(args, device):
         logger.info("\n%s", trainer.format_metrics(os.path.basename(args.pred_file), result))
         utils.atomic_write_json(output + ".metrics.json", result)
     if args.save_attention:
-        save_attention_maps(args, model, split, features, device)
-    return output
+        img_dir = os.path.join(args.data_dir, args.img_dir)
+        save_attention_maps(args, model, split, features, device, lambda tweet: images.find_image(img_dir, tweet.img_id))
+    return 0
+
+
+def image_pipeline(model_dir, vgg_weights, offline, device):
+    """The feature extractor that made the features a model was trained on, from the provenance record its
+    config.json carries."""
+    path = os.path.join(model_dir, "config.json")
+    try:
+        with open(path, encoding="utf-8") as f:
+            provenance = (json.load(f).get("image_features") or {}).get("provenance")
+    except (OSError, ValueError) as exc:
+        raise data.DataError(f"{path}: cannot be read ({exc}); it records how the training features were made, "
+                             f"which tagging raw tweets with images needs. Point --model_dir at a trained run.") from None
+    return save_vgg_feature.extractor_from_provenance(provenance if isinstance(provenance, dict) else None,
+                                                      vgg_weights, offline, device)
+
+
+def raw_features(records, extractor):
+    """A FeatureTable keyed by record id for the records whose image could be used, and {id: why not} for those
+    whose image could not."""
+    paths = sorted({record.image for record in records if record.image is not None})
+    by_path, failures = extractor.features(paths) if paths else ({}, [])
+    reason_of = dict(failures)
+    usable = [record for record in records if record.image in by_path]
+    regions = [torch.zeros(data.NUM_REGIONS, data.REGION_DIM)] + [by_path[record.image] for record in usable]
+    table = data.FeatureTable(regions, {record.id: row for row, record in enumerate(usable, start=1)}, [])
+    problems = {record.id: reason_of.get(record.image, "no feature") for record in records
+                if record.image is not None and record.image not in by_path}
+    return table, problems
+
+
+def predict_raw(args, device):
+    """Tag raw tweets (a JSONL --pred_file, or --text/--image): tokenise them keeping character offsets, extract
+    their images' features with the training features' pipeline, and write one JSON line per tweet. Bad lines are
+    reported with their line and skipped; the others are still tagged, and the exit code is 2."""
+    import raw_tweets  # here, not at the top: nltk's import costs ~1.3 s that training and evaluation never need
+    model, vocab, saved = load_trained(args, device, args.model_dir)
+    if args.text is not None:
+        records, errors = [raw_tweets.record_from_text(args.text, args.image)], []
+    else:
+        records, errors = raw_tweets.read_jsonl(args.pred_file)
+    split = data.Split("predict", args.pred_file or "--text", raw_tweets.to_tweets(records), data.ReadStats())
+    features, problems = None, {}
+    if model.config.use_image:
+        needs_images = any(record.image is not None for record in records)
+        extractor = image_pipeline(args.model_dir, args.vgg_weights, args.offline, device) if needs_images else None
+        features, problems = raw_features(records, extractor)
+    split.examples = data.encode_tweets(split.tweets, vocab, saved["max_word_len"], features)
+    predicted = trainer.predict(model, split.examples, len(split.tweets), vocab, features, args.eval_batch_size,
+                                device, not args.no_progress)
+    outputs = [raw_tweets.output_record(record, tags, features is not None and record.id in features.row_of,
+                                        problems.get(record.id) if model.config.use_image else
+                                        "the model is text-only (trained with --no_img)")
+               for record, tags in zip(records, predicted, strict=True)]
+    text = raw_tweets.format_jsonl(outputs)
+    if args.text is not None and not args.pred_output:
+        print(text, end="")
+    else:
+        output = args.pred_output or os.path.join(args.model_dir, os.path.basename(args.pred_file) + ".predicted.jsonl")
+        utils.atomic_write_text(output, text)
+        logger.info("Tagged %d tweets of %s -> %s; %d used their image, %d the zero feature", len(records),
+                    split.path, output, sum(o["image_feature"] == "image" for o in outputs),
+                    sum(o["image_feature"] == "zero" for o in outputs))
+    if args.save_attention and features is not None:
+        image_of = {record.id: record.image for record in records}
+        save_attention_maps(args, model, split, features, device, lambda tweet: image_of[tweet.img_id])
+    for message in errors:
+        print(f"error: {message}", file=sys.stderr)
+    if errors:
+        print(f"error: {len(errors)} lines of {args.pred_file} were skipped (above); the other {len(records)} "
+              f"tweets were tagged", file=sys.stderr)
+    return 2 if errors else 0
 
 
 SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]")
@@ -439,10 +523,10 @@ def attention_file_name(index, img_id):
     return f"{index}_{SAFE_NAME.sub('_', img_id).lstrip('.')}.png"
 
 
-def attention_backdrop(img_dir, img_id):
-    """The tweet's image, upright, to draw the attention over; None (a plain map) when it is missing or unreadable."""
-    path = images.find_image(img_dir, img_id)
-    if path is None:
+def attention_backdrop(path):
+    """The image at `path`, upright, to draw the attention over; None (a plain map) when it is missing or
+    unreadable."""
+    if path is None or not os.path.isfile(path):
         return None
     try:
         return images.open_image(path)
@@ -451,7 +535,7 @@ def attention_backdrop(img_dir, img_id):
         return None
 
 
-def save_attention_maps(args, model, split, features, device):
+def save_attention_maps(args, model, split, features, device, image_path_of):
     """<model_dir>/attention/<n>_<img_id>.png for the first --attention_limit tweets of the file: one map per word
     with the additive attention; with concat, where every word of a tweet gets the same map, one map per tweet."""
     folder = os.path.join(args.model_dir, "attention")
@@ -462,7 +546,7 @@ def save_attention_maps(args, model, split, features, device):
         with torch.no_grad():
             _, maps = model(data.collate([example], features).to(device))
         alpha = maps["visual"][0].cpu()                                          # (S, 49)
-        image = attention_backdrop(os.path.join(args.data_dir, args.img_dir), tweet.img_id)
+        image = attention_backdrop(image_path_of(tweet))
         path = os.path.join(folder, attention_file_name(example.index, tweet.img_id))
         if per_word:
             utils.plot_visual_attention(tweet.tokens, alpha, path, image)

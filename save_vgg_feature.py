@@ -460,7 +460,7 @@ def extractor_from_provenance(provenance, vgg_weights=None, offline=False, devic
         raise DataError(f"The provenance record lacks {lacking or 'a known mode and dtype'} (it has "
                         f"{sorted(provenance)}): re-extract the features with save_vgg_feature.py.")
     mode, name, sha256 = provenance["mode"], provenance["weights_file"], provenance["weights_sha256"]
-    wanted = f"vgg_weights=PATH to {name} (sha256 {sha256})"
+    wanted = f"--vgg_weights PATH to {name} (sha256 {sha256})"
     if vgg_weights is None:
         if not sha256.startswith(TORCHVISION_SHA256_PREFIX):
             raise DataError(f"These features were made with {name}; pass {wanted}.")

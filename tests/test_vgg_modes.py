@@ -278,14 +278,14 @@ def test_extractor_refuses_what_it_cannot_rebuild(tmp_path, monkeypatch):
         vgg.extractor_from_provenance(None)
     with pytest.raises(data.DataError, match=r"lacks \['weights_sha256'\]"):
         vgg.extractor_from_provenance({**record, "weights_sha256": ""}, vgg_weights=checkpoint)
-    wanted = f"made with vgg16.pth; pass vgg_weights=PATH to vgg16.pth \\(sha256 {sha256}\\)"
+    wanted = f"made with vgg16.pth; pass --vgg_weights PATH to vgg16.pth \\(sha256 {sha256}\\)"
     with pytest.raises(data.DataError, match=wanted):
         vgg.extractor_from_provenance(record)
     with pytest.raises(data.DataError, match=f"other.pth: sha256 [0-9a-f]+, but these features were made with vgg16"):
         vgg.extractor_from_provenance(record, vgg_weights=other)
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
     torchvision_record = {**record, "weights_file": "vgg16-397923af.pth", "weights_sha256": "397923af" + "0" * 56}
-    with pytest.raises(data.DataError, match="offline forbids downloading it: pass vgg_weights=PATH to vgg16-397923af"):
+    with pytest.raises(data.DataError, match="offline forbids downloading it: pass --vgg_weights PATH to vgg16-397923af"):
         vgg.extractor_from_provenance(torchvision_record, offline=True)
     extractor = vgg.extractor_from_provenance(record, vgg_weights=checkpoint, batch_size=3)
     assert (extractor.mode, extractor.dtype, extractor.batch_size) == ("seed", torch.float16, 3)

@@ -1,0 +1,120 @@
+"""Tagging raw tweets with a trained model: a JSONL file (or --text) in, one JSON line per tweet out, the images'
+features made on the fly by the pipeline that made the training features."""
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+import data_loader as data
+import main
+import save_vgg_feature as vgg
+import utils
+from conftest import run_main
+
+
+@pytest.fixture
+def trained(tmp_path, tiny_data):
+    """A model trained on features whose provenance record names a random-weight VGG16 checkpoint."""
+    data_dir, splits = tiny_data
+    torch.manual_seed(3)
+    weights = tmp_path / "vgg16.pth"
+    torch.save(vgg.VGG16Features().state_dict(), weights)
+    features = torch.load(data_dir / "img_vgg_features.pt", weights_only=True)
+    features[data.PROVENANCE_KEY] = {"mode": "torchvision", "weights_file": "vgg16.pth",
+                                     "weights_sha256": utils.sha256_of(weights), "dtype": "float32"}
+    torch.save(features, data_dir / "img_vgg_features.pt")
+    assert run_main(tmp_path, data_dir, "--do_train", "--num_train_epochs", "1") == 0
+    return tmp_path, data_dir, str(weights)
+
+
+def write_jsonl(path, lines):
+    path.write_text("".join((line if isinstance(line, str) else json.dumps(line, ensure_ascii=False)) + "\n"
+                            for line in lines), encoding="utf-8")
+    return path
+
+
+def predict(tmp_path, data_dir, *flags):
+    return main.main(["--data_dir", str(data_dir), "--model_dir", str(tmp_path / "model"), "--do_predict",
+                      "--no_progress", "--offline", *flags])
+
+
+def test_jsonl_of_raw_tweets_one_line_out_per_tweet(trained, capsys):
+    tmp_path, data_dir, weights = trained
+    (tmp_path / "pics").mkdir()
+    Image.new("RGB", (300, 200), (200, 30, 30)).save(tmp_path / "pics" / "red.jpg")
+    Image.new("RGB", (120, 240), (30, 30, 200)).save(tmp_path / "pics" / "blue.png")
+    lines = [
+        {"id": "a", "text": "Obama in Paris 🇫🇷 today http://t.co/x1 @friend #fun", "image": "pics/red.jpg"},
+        {"id": "b", "text": "Messi ❤️ Texas café naïve 東京 👨‍👩‍👧", "image": "pics/blue.png"},
+        {"id": "c", "text": "no picture with Beyonce"},
+        {"id": "d", "text": ""},
+        {"id": "e", "text": "Boston City is big", "image": "pics/missing.jpg"},
+        "this line is not JSON",
+        {"id": "g", "text": 42},
+        {"text": "Taylor   in  London City"},
+    ]
+    path = write_jsonl(tmp_path / "tweets.jsonl", lines)
+    assert predict(tmp_path, data_dir, "--pred_file", str(path), "--vgg_weights", weights) == 2  # two bad lines
+    err = capsys.readouterr().err
+    assert f"{path}:6: not valid JSON" in err and f"{path}:7: the object has a `text` that is number" in err
+    assert "2 lines of" in err and "the other 6 tweets were tagged" in err
+
+    out = [json.loads(line) for line in (tmp_path / "model" / "tweets.jsonl.predicted.jsonl").read_text().splitlines()]
+    assert [o["id"] for o in out] == ["a", "b", "c", "d", "e", "8"]  # every good line, in order; id 8 = line 8
+    by_id = {o["id"]: o for o in out}
+    for o, line in zip(out, [lines[i] for i in (0, 1, 2, 3, 4, 7)]):
+        assert o["text"] == line["text"] and len(o["tags"]) == len(o["tokens"]) == len(o["spans"])
+        assert all(line["text"][start:end] == token for token, (start, end) in zip(o["tokens"], o["spans"]))
+        assert all(line["text"][e["start"]:e["end"]] == e["text"] for e in o["entities"])
+    assert by_id["a"]["tokens"][:3] == ["Obama", "in", "Paris"] and "http://t.co/x1" in by_id["a"]["tokens"]
+    assert by_id["d"]["tokens"] == [] and by_id["d"]["entities"] == []
+    assert [by_id[i]["image_feature"] for i in "abcde"] == ["image", "image", "zero", "zero", "zero"]
+    assert by_id["c"]["zero_feature_reason"] == "no image given"
+    assert by_id["e"]["zero_feature_reason"].startswith("image not usable: missing")
+
+
+def test_the_image_changes_the_prediction_input(trained, monkeypatch):
+    """The extracted features are the ones the model sees: a tweet with an image gets that image's feature row."""
+    tmp_path, data_dir, weights = trained
+    Image.new("RGB", (64, 64), (250, 250, 0)).save(tmp_path / "yellow.jpg")
+    seen = []
+    real_predict = main.trainer.predict
+
+    def spy(model, examples, num_tweets, vocab, features, *rest):
+        seen.append(features.gather(features.rows(["1"])))
+        return real_predict(model, examples, num_tweets, vocab, features, *rest)
+
+    monkeypatch.setattr(main.trainer, "predict", spy)
+    assert predict(tmp_path, data_dir, "--text", "Obama in Paris", "--image", str(tmp_path / "yellow.jpg"),
+                   "--vgg_weights", weights) == 0
+    extractor = vgg.extractor_from_provenance(
+        {"mode": "torchvision", "weights_file": "vgg16.pth", "weights_sha256": utils.sha256_of(weights),
+         "dtype": "float32"}, weights)
+    expected, _ = extractor.features([str(tmp_path / "yellow.jpg")])
+    torch.testing.assert_close(seen[0][0], expected[str(tmp_path / "yellow.jpg")])
+
+
+def test_text_flag_prints_one_json_line(trained, capsys):
+    tmp_path, data_dir, weights = trained
+    assert predict(tmp_path, data_dir, "--text", "Messi  in Boston City 😀") == 0  # no image: no weights needed
+    printed = capsys.readouterr().out.strip().splitlines()
+    assert len(printed) == 1
+    result = json.loads(printed[0])
+    assert result["tokens"] == ["Messi", "in", "Boston", "City", "😀"] and result["image_feature"] == "zero"
+    assert result["spans"][2] == [10, 16]  # "Messi  in " is 10 characters
+
+
+def test_images_without_a_provenance_record_say_what_to_do(tmp_path, tiny_data, capsys):
+    data_dir, _ = tiny_data  # features without a record, as the published file
+    run_main(tmp_path, data_dir, "--do_train", "--num_train_epochs", "1")
+    Image.new("RGB", (64, 64)).save(tmp_path / "x.jpg")
+    assert predict(tmp_path, data_dir, "--text", "Obama", "--image", str(tmp_path / "x.jpg")) == 2
+    assert "no provenance record" in capsys.readouterr().err
+
+
+def test_offline_without_the_weights_names_the_flag(trained, capsys):
+    tmp_path, data_dir, _ = trained
+    Image.new("RGB", (64, 64)).save(tmp_path / "x.jpg")
+    assert predict(tmp_path, data_dir, "--text", "Obama", "--image", str(tmp_path / "x.jpg")) == 2
+    assert "pass --vgg_weights PATH to vgg16.pth" in capsys.readouterr().err
