@@ -1,0 +1,83 @@
+"""The image pathway works: a tweet is paired with its own image, and the fusion uses what the image says.
+
+Synthetic data where the text cannot tell an entity's type and the image can: every entity word of a tweet is
+ambiguous (a name that is a person in some tweets and a place in others), and the type is carried only by the
+tweet's image feature, a fixed pattern per type. A model that sees its own tweet's image must beat the text-only
+model clearly; the same features handed to other tweets (shuffled ids) must not.
+"""
+import json
+import random
+
+import pytest
+import torch
+
+from conftest import run_main, write_conll
+
+NAMES = ["Jordan", "Washington", "Georgia", "Florence", "Chelsea", "Austin", "Sydney", "Dallas"]
+FILLER = ["the", "is", "in", "love", "today", "at", "so", "big", "!!!", "new"]
+TYPES = ["PER", "LOC"]
+
+
+def ambiguous_tweets(n, seed):
+    """n tweets (img_id, [(token, tag)], type): the entity words' type is the tweet's type, drawn at random."""
+    rng = random.Random(seed)
+    tweets = []
+    for i in range(n):
+        entity_type = rng.choice(TYPES)
+        tokens = [(rng.choice(FILLER), "O") for _ in range(rng.randint(2, 6))]
+        for _ in range(rng.randint(1, 2)):
+            tokens.insert(rng.randint(0, len(tokens)), (rng.choice(NAMES), f"B-{entity_type}"))
+        tweets.append((f"{seed}_{i}", tokens, entity_type))
+    return tweets
+
+
+def type_pattern_features(tweets, seed=0):
+    """Per image: its type's block of channels lit in every region, plus noise (like the ReLU maps of VGG16); the
+    image tells the type of its tweet's entities. (A weaker pattern, 10% of random channels, is learnt from some
+    seeds and not others by the tiny model of these tests.)"""
+    generator = torch.Generator().manual_seed(seed)
+    block = 512 // len(TYPES)
+    patterns = {t: torch.zeros(49, 512).index_fill_(1, torch.arange(i * block, (i + 1) * block), 1.0)
+                for i, t in enumerate(TYPES)}
+    return {img_id: patterns[entity_type] + 0.1 * torch.rand(49, 512, generator=generator)
+            for img_id, _, entity_type in tweets}
+
+
+@pytest.fixture(scope="module")
+def pathway_runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("pathway")
+    data_dir = root / "data"
+    data_dir.mkdir()
+    splits = {"train": ambiguous_tweets(240, 1), "dev": ambiguous_tweets(60, 2), "test": ambiguous_tweets(80, 3)}
+    for name, tweets in splits.items():
+        write_conll(data_dir / name, [(img_id, tokens) for img_id, tokens, _ in tweets])
+    features = type_pattern_features([t for tweets in splits.values() for t in tweets])
+    torch.save(features, data_dir / "img_vgg_features.pt")
+    ids = list(features)
+    shuffled_dir = root / "shuffled"
+    shuffled_dir.mkdir()
+    for name in splits:
+        (shuffled_dir / name).write_bytes((data_dir / name).read_bytes())
+    order = ids[:]
+    random.Random(0).shuffle(order)  # every tweet gets another tweet's image
+    torch.save({img_id: features[other] for img_id, other in zip(ids, order)}, shuffled_dir / "img_vgg_features.pt")
+
+    results = {}
+    for architecture in ("paper",):
+        for label, folder, flags in (("image", data_dir, []), ("text only", data_dir, ["--no_img"]),
+                                     ("shuffled images", shuffled_dir, [])):
+            out = root / f"{architecture}_{label.replace(' ', '_')}"
+            out.mkdir()
+            assert run_main(out, folder, "--do_train", "--do_eval", "--num_train_epochs", "10",
+                            "--learning_rate", "0.01", "--max_seq_len", "35", *flags) == 0
+            results[architecture, label] = json.loads((out / "model" / "metrics.json").read_text())["test"]["f1"]
+    return results
+
+
+@pytest.mark.parametrize("architecture", ["paper"])
+def test_own_image_beats_text_only_and_shuffled_images_do_not(pathway_runs, architecture):
+    image, text = pathway_runs[architecture, "image"], pathway_runs[architecture, "text only"]
+    shuffled = pathway_runs[architecture, "shuffled images"]
+    assert image > 0.9, pathway_runs  # the image settles the type
+    assert image > text + 0.25, pathway_runs  # text alone can only guess the type
+    assert shuffled < text + 0.1, pathway_runs  # another tweet's image is no help
