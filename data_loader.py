@@ -311,6 +311,8 @@ def load_word_vectors(path, vocab, dim, max_bad_fraction=0.01, seed=7):
     PAD gets zeros. Malformed lines are skipped and counted; more than `max_bad_fraction` of them is an error. The
     first vector of a word wins. A vocabulary word takes the vector of `vocab.vector_key(word)`."""
     hint = "Put the file there (--wordvec_dir/--w2v_file) or train with random word embeddings: --no_w2v."
+    if os.path.isdir(path):
+        raise DataError(f"{path}: is a directory, not a word-vector file. {hint}")
     if not os.path.isfile(path):
         raise DataError(f"{path}: word-vector file not found. {hint}")
     generator = torch.Generator().manual_seed(seed)

@@ -41,12 +41,16 @@ positive_int, non_negative_int = utils.int_at_least(1), utils.int_at_least(0)
 
 
 def positive_float(text):
+    """argparse type: a positive number that float32, the weights' type, can hold."""
+    limit = torch.finfo(torch.float32).max
     try:
         value = float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not value > 0 or value == float("inf"):
+    if not value > 0:
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
+    if value > limit:
+        raise argparse.ArgumentTypeError(f"expected a number up to {limit:.2g} (the weights are float32), got {text!r}")
     return value
 
 
@@ -189,7 +193,7 @@ def parse_args(argv=None):
 
 def resource_path(path, url, check, avoid_hint, offline):
     """Return `path`, downloading it from `url` first if it is missing (and a URL is known)."""
-    if os.path.isfile(path) or url is None:
+    if os.path.exists(path) or url is None:  # a folder in its place is for the reader to report, not to download
         return path
     if offline:
         raise utils.DownloadError(f"{path} is missing and --offline forbids downloading it from {url}.\n"
@@ -209,7 +213,7 @@ def feature_path(args):
     url = resources.DATASETS[args.dataset].feature_url if default_name else None
     hint = (f"extract features from the images with `python save_vgg_feature.py --dataset {args.dataset} "
             f"--data_dir {args.data_dir}`, or train text-only with --no_img")
-    if url is None and not os.path.isfile(path):
+    if url is None and not os.path.exists(path):
         raise utils.DownloadError(f"{path} is missing and has no public copy to download.\n  To fix: {hint}")
     return resource_path(path, url, utils.check_torch_zip, hint, args.offline)
 

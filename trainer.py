@@ -132,7 +132,7 @@ class TrainingError(RuntimeError):
 
 def train_step(model, optimizer, batch):
     """One update on one batch (already on the model's device); returns the loss as a float. A non-finite loss
-    raises TrainingError before the update, so the weights stay finite."""
+    raises TrainingError before the update (an update can still overflow weights: `train` checks them)."""
     loss = model.loss(batch)
     value = loss.item()
     if not math.isfinite(value):
@@ -151,8 +151,8 @@ def train(model, train_examples, dev, vocab, features, *, model_dir, max_word_le
 
     Ctrl-C (or SIGTERM, which main.py turns into the same exception) stops training between two steps: the best
     checkpoint so far is intact (it is written atomically), and the interruption is reported in the returned
-    summary (`interrupted`). A non-finite loss stops training with TrainingError; no checkpoint is written from
-    that point on."""
+    summary (`interrupted`). A non-finite loss, or weights gone non-finite (checked before every evaluation),
+    stops training with TrainingError; a checkpoint never holds a non-finite weight."""
     if not train_examples:
         raise TrainingError("the training data has no tweet with tokens: there is nothing to train on")
     optimizer = make_optimizer(optimizer_name, model.parameters(), learning_rate)
@@ -167,6 +167,9 @@ def train(model, train_examples, dev, vocab, features, *, model_dir, max_word_le
     start = time.time()
 
     def evaluate_dev(epoch, train_loss):
+        if not all(torch.isfinite(p).all() for p in model.parameters()):  # one update can overflow float32
+            raise TrainingError(f"the weights are no longer finite after step {step} (epoch {epoch}): training "
+                                f"diverged. Lower --learning_rate (now {learning_rate}); {kept()}.")
         metrics, _ = evaluate(model, dev, vocab, features, eval_batch_size, device, progress)
         model.train()
         entry = {"epoch": epoch, "step": step, "train_loss": train_loss, "dev_f1": metrics["f1"],

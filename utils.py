@@ -110,14 +110,27 @@ def set_seed(seed):
 class OutputError(OSError):
     """An output that could not be written (disk full, no permission, a file where a folder should be)."""
 
+    def __str__(self):
+        return self.strerror  # the message alone, without OSError's "[Errno 28] " in front
+
 
 def _umask():
+    """The process's umask now: read from /proc on Linux (changing nothing), elsewhere set and restored."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except OSError:
+        pass
     mask = os.umask(0)
     os.umask(mask)
     return mask
 
 
-FILE_MODE = 0o666 & ~_umask()  # what open() would give a new file under the user's umask
+def file_mode():
+    """What open() gives a new file under the user's umask (asked at each write: a program may change it)."""
+    return 0o666 & ~_umask()
 
 
 @contextlib.contextmanager
@@ -133,7 +146,7 @@ def atomic_path(path):
         fd, tmp_path = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
         os.close(fd)
         yield tmp_path
-        os.chmod(tmp_path, FILE_MODE)
+        os.chmod(tmp_path, file_mode())
         os.replace(tmp_path, path)
     except OSError as exc:
         if isinstance(exc, OutputError):
