@@ -496,9 +496,11 @@ class Example:
     feature_row: int          # row in the FeatureTable (0 = zero feature)
 
 
-def encode_tweets(tweets, vocab, max_word_len, features=None, max_seq_len=None):
+def encode_tweets(tweets, vocab, max_word_len, features=None, max_seq_len=None, keep="first"):
     """Turn tweets into Examples. `max_seq_len` truncates (training only); evaluation passes None and keeps every
-    token. Tweets with no token are left out of the Examples (there is nothing to tag) but stay in `tweets`."""
+    token. `keep` says which words a truncated tweet keeps: the "first" max_seq_len (this project's default) or the
+    "last" (the authors' code, Keras' pad_sequences). Tweets with no token are left out of the Examples (there is
+    nothing to tag) but stay in `tweets`."""
     unk_word, unk_char = vocab.word_index[UNK], vocab.char_index[UNK]
     rows = features.rows([t.img_id for t in tweets]) if features is not None else [0] * len(tweets)
     examples, unknown_words, truncated = [], 0, 0
@@ -507,7 +509,8 @@ def encode_tweets(tweets, vocab, max_word_len, features=None, max_seq_len=None):
             continue
         tokens, tags = tweet.tokens, tweet.tags
         if max_seq_len is not None and len(tokens) > max_seq_len:
-            tokens, tags = tokens[:max_seq_len], tags[:max_seq_len]
+            kept = slice(0, max_seq_len) if keep == "first" else slice(len(tokens) - max_seq_len, len(tokens))
+            tokens, tags = tokens[kept], tags[kept]
             truncated += 1
         word_ids = [vocab.word_index.get(vocab.word_of(tok), unk_word) for tok in tokens]
         unknown_words += word_ids.count(unk_word)
@@ -517,7 +520,8 @@ def encode_tweets(tweets, vocab, max_word_len, features=None, max_seq_len=None):
         tag_ids = torch.tensor([vocab.tag_index.get(tag, -1) for tag in tags])
         examples.append(Example(index, torch.tensor(word_ids), char_ids, tag_ids, row))
     if truncated:
-        logger.info("%d tweets longer than --max_seq_len %d were truncated for training", truncated, max_seq_len)
+        logger.info("%d tweets longer than --max_seq_len %d were truncated for training (their %s %d words kept)",
+                    truncated, max_seq_len, keep, max_seq_len)
     if unknown_words:
         logger.info("%d tokens are not in the word vocab and use [UNK]", unknown_words)
     return examples

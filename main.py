@@ -29,7 +29,7 @@ import resources  # noqa: E402
 import save_vgg_feature  # noqa: E402
 import trainer  # noqa: E402
 import utils  # noqa: E402
-from model import ACN, ModelConfig  # noqa: E402
+from model import ModelConfig, build_model  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -76,8 +76,15 @@ def seed_list(text):
     return values
 
 
+PRESETS = {  # the authors' released setup (jinlanfu/NERmultimodal multimodal_ner.py; RMSprop as Keras 1.2's defaults)
+    "authors": {"architecture": "authors", "optimizer": "rmsprop", "learning_rate": 0.001, "num_train_epochs": 25,
+                "train_batch_size": 10, "max_seq_len": 35, "max_word_len": 30, "vocab_from": "all"},
+}
+
+
 def build_parser():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                allow_abbrev=False)  # every flag spelt out, so a run knows which flags were given
     a = p.add_argument
     # what to do
     a("--do_train", action="store_true", help="train on --train_file, keep the best checkpoint on --dev_file")
@@ -129,6 +136,11 @@ def build_parser():
     a("--hidden_dim", type=positive_int, default=200, help="BiLSTM output size k (k/2 per direction); must be even")
     a("--kernel_lst", type=int_list, default=[2, 3, 4], help="char-CNN kernel widths, comma-separated")
     a("--num_filters", type=positive_int, default=32, help="char-CNN filters per kernel width")
+    a("--architecture", choices=["paper", "authors"], default="paper", help="paper: the equations of the paper; "
+      "authors: the authors' released Keras model (two BiLSTMs, three-block char CNN, raw regions, front padding to "
+      "--max_seq_len with no masking and a pad label, raw case-sensitive vocabulary); see README, 'The sources'")
+    a("--preset", choices=list(PRESETS), default=None, help="authors: the released setup in one flag: "
+      + ", ".join(f"--{k} {v}" for k, v in PRESETS["authors"].items()) + "; flags given explicitly win")
     a("--attention", choices=["concat", "additive"], default="concat", help="concat: the paper's equations; "
       "additive: w.tanh(W_v v + W_h h + b), where the word conditions the attention")
     a("--no_img", action="store_true", help="text-only ablation (BiLSTM-CNN-CRF): no image features needed")
@@ -159,9 +171,29 @@ def resolve_dataset_defaults(args):
     return args
 
 
+def given_flags(argv):
+    """The flags written on the command line (their dests), as opposed to those left at their defaults."""
+    return sorted({token[2:].split("=", 1)[0] for token in argv if token.startswith("--")})
+
+
+def apply_preset(args):
+    """Set the values of --preset that the command line did not give; record what was set and what was kept."""
+    args.preset_set, args.preset_kept = {}, {}
+    for flag, value in PRESETS.get(args.preset, {}).items():
+        if flag in args.given_flags:
+            args.preset_kept[flag] = getattr(args, flag)
+        else:
+            setattr(args, flag, value)
+            args.preset_set[flag] = value
+    return args
+
+
 def parse_args(argv=None):
+    argv = sys.argv[1:] if argv is None else list(argv)
     parser = build_parser()
-    args = resolve_dataset_defaults(parser.parse_args(argv))
+    args = parser.parse_args(argv)
+    args.given_flags = given_flags(argv)
+    args = apply_preset(resolve_dataset_defaults(args))
     if not (args.do_train or args.do_eval or args.do_predict):
         parser.error("nothing to do: give --do_train, --do_eval and/or --do_predict")
     if args.hidden_dim % 2:
@@ -174,6 +206,9 @@ def parse_args(argv=None):
         parser.error("give --pred_file or --text, not both")
     if args.image and args.text is None:
         parser.error("--image goes with --text (in a JSONL --pred_file, give each tweet's \"image\")")
+    if args.architecture == "authors" and (args.no_img or args.attention != "concat"):
+        parser.error("--architecture authors has no text-only variant and uses the concat attention only: drop "
+                     "--no_img/--attention, or use --architecture paper")
     if args.save_attention and (args.no_img or not args.do_predict):
         parser.error("--save_attention needs --do_predict and the image model (not --no_img)")
     if args.seeds and not (args.do_train and args.do_eval):
@@ -240,8 +275,9 @@ def read_splits(args, names):
 def make_vocab(args, splits):
     """The vocabulary of a new model: words and characters from train (+dev+test with --vocab_from all)."""
     sources = ["train", "dev", "test"] if args.vocab_from == "all" else ["train"]
+    word_form = "raw" if args.architecture == "authors" else "glove"  # the authors' code: raw case-sensitive words
     vocab = data.build_vocab([splits[name].tweets for name in sources], splits["train"].tweets,
-                             args.word_vocab_size, args.char_vocab_size, sources)
+                             args.word_vocab_size, args.char_vocab_size, sources, word_form)
     logger.info("Vocab from %s%s: %d words, %d chars, tags %s", "+".join(sources),
                 " (test words are in the vocabulary, as in the paper's code)" if "test" in sources else "",
                 len(vocab.words), len(vocab.chars), vocab.tags)
@@ -259,13 +295,15 @@ def load_features(args, splits, use_image):
                                     require_some="predict" not in splits)
 
 
-def encode_splits(splits, vocab, features, max_word_len, max_seq_len):
-    """Examples of every split; only training truncates tweets (to `max_seq_len` words)."""
+def encode_splits(splits, vocab, features, config, max_seq_len):
+    """Examples of every split; only training truncates tweets (to `max_seq_len` words: the first ones, or the last
+    ones as the authors' code keeps them)."""
+    keep = "last" if config.architecture == "authors" else "first"
     for split in splits.values():
         if split.name != "train":
             data.check_tags_known(split.path, split.tweets, vocab)
         limit = max_seq_len if split.name == "train" else None
-        split.examples = data.encode_tweets(split.tweets, vocab, max_word_len, features, limit)
+        split.examples = data.encode_tweets(split.tweets, vocab, config.max_word_len, features, limit, keep)
 
 
 def model_config(args, vocab):
@@ -273,12 +311,14 @@ def model_config(args, vocab):
                        word_emb_dim=args.word_emb_dim, char_emb_dim=args.char_emb_dim,
                        final_char_dim=args.final_char_dim, kernel_sizes=tuple(args.kernel_lst),
                        num_filters=args.num_filters, hidden_dim=args.hidden_dim, use_image=not args.no_img,
-                       attention=args.attention)
+                       attention=args.attention, architecture=args.architecture, max_seq_len=args.max_seq_len,
+                       max_word_len=args.max_word_len)
 
 
 MODEL_FLAGS = {"word_emb_dim": "word_emb_dim", "char_emb_dim": "char_emb_dim", "final_char_dim": "final_char_dim",
                "kernel_sizes": "kernel_lst", "num_filters": "num_filters", "hidden_dim": "hidden_dim",
-               "use_image": "no_img", "attention": "attention"}  # ModelConfig field -> the flag that sets it
+               "use_image": "no_img", "attention": "attention", "architecture": "architecture",
+               "max_seq_len": "max_seq_len", "max_word_len": "max_word_len"}  # ModelConfig field -> its flag
 
 
 def run_config(args, seed, config, vocab, splits, features, device):
@@ -304,11 +344,11 @@ def train_model(args, splits, vocab, features, device, seed, model_dir):
     if not args.no_w2v:
         word_vectors = data.load_word_vectors(wordvec_path(args), vocab, args.word_emb_dim, seed=seed)
     config = model_config(args, vocab)
-    model = ACN(config, word_vectors).to(device)
+    model = build_model(config, word_vectors).to(device)
     utils.atomic_write_json(os.path.join(model_dir, "config.json"),
                             run_config(args, seed, config, vocab, splits, features, device))
     summary = trainer.train(model, splits["train"].examples, splits["dev"], vocab, features, model_dir=model_dir,
-                            max_word_len=args.max_word_len, optimizer_name=args.optimizer,
+                            optimizer_name=args.optimizer,
                             learning_rate=args.learning_rate, epochs=args.num_train_epochs,
                             batch_size=args.train_batch_size, eval_batch_size=args.eval_batch_size,
                             logging_steps=args.logging_steps, seed=seed, device=device,
@@ -328,14 +368,13 @@ def load_trained(args, device, model_dir):
     the checkpoint are an error; flags left at their defaults take the checkpoint's values."""
     checkpoint = os.path.join(model_dir, trainer.CHECKPOINT_FILE)
     model, vocab, saved = trainer.load_checkpoint(checkpoint, device)
-    wanted = {field: getattr(args, flag) for field, flag in MODEL_FLAGS.items()}
-    wanted["kernel_sizes"], wanted["use_image"] = tuple(args.kernel_lst), not args.no_img
-    defaults = {field: DEFAULTS[flag] for field, flag in MODEL_FLAGS.items()}
-    defaults["kernel_sizes"], defaults["use_image"] = tuple(DEFAULTS["kernel_lst"]), not DEFAULTS["no_img"]
+    wanted = {field: getattr(args, flag) for field, flag in MODEL_FLAGS.items() if flag in args.given_flags}
+    if "kernel_sizes" in wanted:
+        wanted["kernel_sizes"] = tuple(args.kernel_lst)
+    if "use_image" in wanted:
+        wanted["use_image"] = not args.no_img
     mismatches = [f"{field}: checkpoint {getattr(model.config, field)} vs now {value}" for field, value in wanted.items()
-                  if value != getattr(model.config, field) and value != defaults[field]]
-    if args.max_word_len not in (saved["max_word_len"], DEFAULTS["max_word_len"]):
-        mismatches.append(f"max_word_len: checkpoint {saved['max_word_len']} vs now {args.max_word_len}")
+                  if value != getattr(model.config, field) and field != "max_seq_len"]  # max_seq_len: training only
     if mismatches:
         raise trainer.CheckpointError(f"{checkpoint} was trained with other settings:\n  " + "\n  ".join(mismatches) +
                                       "\nDrop these flags (the checkpoint knows its settings), or train again.")
@@ -386,7 +425,7 @@ def train_and_evaluate(args, device, memory):
         model, vocab, saved = load_trained(args, device, args.model_dir)
         splits = read_splits(args, ["dev", "test"])
     features = load_features(args, splits, not args.no_img if args.do_train else model.config.use_image)
-    encode_splits(splits, vocab, features, args.max_word_len if args.do_train else saved["max_word_len"],
+    encode_splits(splits, vocab, features, model_config(args, vocab) if args.do_train else model.config,
                   args.max_seq_len)
     metrics = {} if args.do_train else read_metrics(args.model_dir)
     if args.do_train:
@@ -408,6 +447,9 @@ def run(args):
         torch.set_num_threads(args.threads)
     device = pick_device(args)
     logger.info("Device: %s", device)
+    if args.preset:
+        logger.info("--preset %s set %s%s", args.preset, args.preset_set,
+                    f"; given explicitly, these win over it: {args.preset_kept}" if args.preset_kept else "")
     memory = utils.AnonymousMemorySampler()
     try:
         code = 0
@@ -428,7 +470,7 @@ def predict_file(args, device):
     model, vocab, saved = load_trained(args, device, args.model_dir)
     split = data.read_split("predict", args.pred_file)
     features = load_features(args, {"predict": split}, model.config.use_image)
-    split.examples = data.encode_tweets(split.tweets, vocab, saved["max_word_len"], features)
+    split.examples = data.encode_tweets(split.tweets, vocab, model.config.max_word_len, features)
     predicted = trainer.predict(model, split.examples, len(split.tweets), vocab, features, args.eval_batch_size,
                                 device, not args.no_progress)
     has_gold = split.stats.missing_tags == 0
@@ -491,7 +533,7 @@ def predict_raw(args, device):
         needs_images = any(record.image is not None for record in records)
         extractor = image_pipeline(args.model_dir, args.vgg_weights, args.offline, device) if needs_images else None
         features, problems = raw_features(records, extractor)
-    split.examples = data.encode_tweets(split.tweets, vocab, saved["max_word_len"], features)
+    split.examples = data.encode_tweets(split.tweets, vocab, model.config.max_word_len, features)
     predicted = trainer.predict(model, split.examples, len(split.tweets), vocab, features, args.eval_batch_size,
                                 device, not args.no_progress)
     outputs = [raw_tweets.output_record(record, tags, features is not None and record.id in features.row_of,
@@ -566,7 +608,7 @@ def run_seeds(args, device, memory):
     splits = read_splits(args, ["train", "dev", "test"])
     vocab = make_vocab(args, splits)
     features = load_features(args, splits, not args.no_img)
-    encode_splits(splits, vocab, features, args.max_word_len, args.max_seq_len)
+    encode_splits(splits, vocab, features, model_config(args, vocab), args.max_seq_len)
     per_seed = []
     for seed in args.seeds:
         wall_start = time.time()
@@ -586,8 +628,9 @@ def run_seeds(args, device, memory):
 
 
 def seed_row(seed, metrics):
-    return {"seed": seed, "best_epoch": metrics["best_epoch"],
-            **{f"{split}_{m}": metrics[split][m] for split in ("dev", "test") for m in ("precision", "recall", "f1")}}
+    return {"seed": seed, "best_epoch": metrics["best_epoch"], "wall_seconds": metrics["wall_seconds"],
+            **{f"{split}_{m}": metrics[split][m] for split in ("dev", "test") for m in ("precision", "recall", "f1")},
+            **{f"test_f1_{name}": r["f1"] for name, r in sorted(metrics["test"]["per_type"].items())}}
 
 
 def summarise_seeds(seeds, per_seed, configuration):
@@ -608,10 +651,16 @@ def results_markdown(results):
     s = results["summary"]
     lines.append("| mean +- std | | " + " | ".join(f"{100 * s[c]['mean']:.2f} +- {100 * s[c]['std']:.2f}"
                                                   for c in columns) + " |")
+    types = [c[len("test_f1_"):] for c in s if c.startswith("test_f1_")]
+    lines += ["", "Test F1 per entity type (" + ", ".join(types) + "), mean +- std:", "",
+              "| " + " | ".join(types) + " |", "|" + "---|" * len(types),
+              "| " + " | ".join(f"{100 * s['test_f1_' + t]['mean']:.2f} +- {100 * s['test_f1_' + t]['std']:.2f}"
+                                for t in types) + " |"]
     config = results["configuration"]
     changed = {k: v for k, v in config.items() if k in DEFAULTS and DEFAULTS[k] != v}
-    lines += ["", f"Seeds {results['seeds']}; settings that differ from the defaults: "
-              f"{json.dumps(changed) if changed else 'none'}."]
+    wall = [r["wall_seconds"] for r in results["per_seed"]]
+    lines += ["", f"Seeds {results['seeds']}; wall time per seed {statistics.mean(wall):.0f} s (training and "
+              f"evaluation); settings that differ from the defaults: {json.dumps(changed) if changed else 'none'}."]
     return "\n".join(lines) + "\n"
 
 

@@ -12,7 +12,7 @@ from seqeval.metrics.sequence_labeling import get_entities
 from tqdm import tqdm
 
 from data_loader import Vocab, batches, num_batches
-from model import ACN, ModelConfig
+from model import ModelConfig, build_model
 from utils import atomic_torch_save, atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -26,13 +26,13 @@ class CheckpointError(RuntimeError):
 
 # ----------------------------------------------------------------------------------------------------------------
 # Checkpoints hold plain tensors, numbers, strings and lists only, so they load with weights_only=True. A checkpoint
-# carries its vocabulary and the character cut it was trained with: it is scored with nothing else.
+# carries its vocabulary and its model settings (the character cut included): it is scored with nothing else.
 
-def save_checkpoint(path, model, vocab, max_word_len, epoch, step, dev_f1):
+def save_checkpoint(path, model, vocab, epoch, step, dev_f1):
     atomic_torch_save({"model": model.state_dict(),
                        "model_config": {**dataclasses.asdict(model.config),
                                         "kernel_sizes": list(model.config.kernel_sizes)},
-                       "vocab": vocab.to_dict(), "max_word_len": max_word_len,
+                       "vocab": vocab.to_dict(),
                        "epoch": epoch, "step": step, "dev_f1": dev_f1}, path)
 
 
@@ -46,7 +46,7 @@ def load_checkpoint(path, device="cpu"):
         saved = torch.load(path, map_location="cpu", weights_only=True)
         config = ModelConfig(**{**saved["model_config"], "kernel_sizes": tuple(saved["model_config"]["kernel_sizes"])})
         vocab = Vocab.from_dict(saved["vocab"])
-        model = ACN(config)
+        model = build_model(config)
         model.load_state_dict(saved["model"])
     except Exception as exc:  # noqa: BLE001 - a corrupt file raises many types; all mean "train again"
         raise CheckpointError(f"{path}: the checkpoint is corrupt or not one of ours ({type(exc).__name__}: "
@@ -122,7 +122,8 @@ def make_optimizer(name, parameters, learning_rate):
         # fused: one kernel for the whole update (same arithmetic); ~1.4x faster training on CPU
         return torch.optim.Adam(parameters, lr=learning_rate, fused=True)
     if name == "rmsprop":
-        return torch.optim.RMSprop(parameters, lr=learning_rate)
+        # Keras' RMSprop defaults, the only source that trains ACN with RMSprop (torch's own alpha is 0.99)
+        return torch.optim.RMSprop(parameters, lr=learning_rate, alpha=0.9, eps=1e-8)
     raise ValueError(f"unknown optimizer {name!r}")
 
 
@@ -143,7 +144,7 @@ def train_step(model, optimizer, batch):
     return value
 
 
-def train(model, train_examples, dev, vocab, features, *, model_dir, max_word_len, optimizer_name, learning_rate,
+def train(model, train_examples, dev, vocab, features, *, model_dir, optimizer_name, learning_rate,
           epochs, batch_size, eval_batch_size, logging_steps, seed, device, progress=True):
     """Train, evaluating on dev after every epoch (and every `logging_steps` steps if > 0); the checkpoint with the
     best dev F1 is kept at <model_dir>/model.pt. When dev has no gold entity, F1 cannot choose, and the latest
@@ -177,7 +178,7 @@ def train(model, train_examples, dev, vocab, features, *, model_dir, max_word_le
         history.append(entry)
         logger.info("epoch %s step %d: train loss %.4f, dev F1 %.2f", epoch, step, train_loss, 100 * metrics["f1"])
         if metrics["f1"] > best["dev_f1"] or not dev_has_entities:
-            save_checkpoint(checkpoint_path, model, vocab, max_word_len, epoch, step, metrics["f1"])
+            save_checkpoint(checkpoint_path, model, vocab, epoch, step, metrics["f1"])
             best.update(dev_f1=metrics["f1"], epoch=epoch, step=step, dev=metrics)
             logger.info("%s dev F1 %.2f; saved %s", "new best" if dev_has_entities else "latest",
                         100 * metrics["f1"], checkpoint_path)

@@ -421,8 +421,8 @@ def _pyplot():
     return plt
 
 
-def plot_training_curve(history, path):
-    """Dev F1 and training loss per evaluation (epochs on the x axis): an 8 x 4 inch PNG."""
+def training_curve_figure(history):
+    """Dev F1 (%) and training loss per evaluation, epochs on the x axis: a matplotlib figure of 8 x 4 inches."""
     plt = _pyplot()
     epochs = [entry["epoch"] for entry in history]
     fig, loss_axis = plt.subplots(figsize=(8, 4), dpi=DPI)
@@ -433,9 +433,14 @@ def plot_training_curve(history, path):
     f1_axis.plot(epochs, [100 * entry["dev_f1"] for entry in history], "s-", color="tab:red")
     f1_axis.set_ylabel("dev entity F1 (%)", color="tab:red")
     fig.tight_layout()
+    return fig
+
+
+def plot_training_curve(history, path):
+    fig = training_curve_figure(history)
     with atomic_path(path) as tmp_path:
         fig.savefig(tmp_path, format="png", dpi=DPI)
-    plt.close(fig)
+    _pyplot().close(fig)
 
 
 ATTENTION_COLUMNS = 6

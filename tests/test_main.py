@@ -8,6 +8,7 @@ import torch
 from seqeval.metrics.sequence_labeling import get_entities
 
 import main
+import model
 import trainer
 from conftest import make_tweets, run_main, write_conll
 
@@ -182,7 +183,7 @@ def test_checkpoint_never_unpickles_objects(tmp_path):
 def test_interrupt_keeps_best_checkpoint(tmp_path, tiny_data, monkeypatch, caplog):
     data_dir, _ = tiny_data
     calls = {"n": 0}
-    real_loss = trainer.ACN.loss
+    real_loss = model.ACN.loss
 
     def loss_then_interrupt(self, batch):
         calls["n"] += 1
@@ -190,7 +191,7 @@ def test_interrupt_keeps_best_checkpoint(tmp_path, tiny_data, monkeypatch, caplo
             raise KeyboardInterrupt
         return real_loss(self, batch)
 
-    monkeypatch.setattr(trainer.ACN, "loss", loss_then_interrupt)
+    monkeypatch.setattr(model.ACN, "loss", loss_then_interrupt)
     assert run_main(tmp_path, data_dir, "--do_train", "--do_eval", "--num_train_epochs", "3") == 130
     assert "Interrupted (SIGINT) at step 4; the best checkpoint so far (epoch 1" in caplog.text
     saved = torch.load(tmp_path / "model" / "model.pt", weights_only=True)

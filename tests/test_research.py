@@ -11,32 +11,49 @@ import utils
 from conftest import run_main, write_conll
 
 
-def test_seeds_summary_arithmetic(tmp_path, tiny_data):
+def fake_metrics(f1, per_type):
+    split = {"precision": f1 + 0.01, "recall": f1 - 0.01, "f1": f1,
+             "per_type": {name: {"f1": value} for name, value in per_type.items()}}
+    return {"best_epoch": 2, "wall_seconds": 10.0, "dev": split, "test": split}
+
+
+def test_seed_summary_arithmetic_and_table():
+    rows = [main.seed_row(seed, fake_metrics(f1, {"PER": f1 + 0.1, "MISC": f1 - 0.1}))
+            for seed, f1 in ((7, 0.5), (8, 0.6), (11, 0.7))]
+    results = main.summarise_seeds([7, 8, 11], rows, {"hidden_dim": 16, "optimizer": "adam"})
+    assert results["summary"]["test_f1"]["mean"] == pytest.approx(0.6)
+    assert results["summary"]["test_f1"]["std"] == pytest.approx(statistics.stdev([0.5, 0.6, 0.7]))
+    assert results["summary"]["test_f1_MISC"]["mean"] == pytest.approx(0.5)
+    table = main.results_markdown(results).splitlines()
+    assert table[0].startswith("| seed |") and [line.split(" | ")[0] for line in table[2:5]] == ["| 7", "| 8", "| 11"]
+    assert table[5].startswith("| mean +- std |") and table[5].endswith("| 60.00 +- 10.00 |")
+    assert "| MISC | PER |" in table and "| 50.00 +- 10.00 | 70.00 +- 10.00 |" in table
+    assert '"hidden_dim": 16' in table[-1] and '"optimizer"' not in table[-1]  # only settings off their default
+
+
+def test_seeds_train_each_seed_into_its_folder(tmp_path, tiny_data):
     data_dir, _ = tiny_data
-    assert run_main(tmp_path, data_dir, "--do_train", "--do_eval", "--seeds", "7,8,11") == 0
+    assert run_main(tmp_path, data_dir, "--do_train", "--do_eval", "--seeds", "7,8", "--num_train_epochs", "1") == 0
     model_dir = tmp_path / "model"
     results = json.loads((model_dir / "results.json").read_text())
-    assert [r["seed"] for r in results["per_seed"]] == [7, 8, 11]
+    assert [r["seed"] for r in results["per_seed"]] == [7, 8]
     for r in results["per_seed"]:
         metrics = json.loads((model_dir / f"seed_{r['seed']}" / "metrics.json").read_text())
         assert r["test_f1"] == metrics["test"]["f1"] and r["dev_recall"] == metrics["dev"]["recall"]
         assert json.loads((model_dir / f"seed_{r['seed']}" / "config.json").read_text())["seed"] == r["seed"]
-    f1s = [r["test_f1"] for r in results["per_seed"]]
-    assert results["summary"]["test_f1"]["mean"] == pytest.approx(sum(f1s) / 3)
-    assert results["summary"]["test_f1"]["std"] == pytest.approx(statistics.stdev(f1s))
-    table = (model_dir / "results.md").read_text().splitlines()
-    assert table[0].startswith("| seed |") and len([line for line in table if line.startswith("| ")]) == 5
-    mean_row = table[5]
-    assert mean_row.startswith("| mean +- std |")
-    assert f"{100 * statistics.mean(f1s):.2f} +- {100 * statistics.stdev(f1s):.2f} |" in mean_row
-    assert '"hidden_dim": 16' in (model_dir / "results.md").read_text()  # the non-default settings are named
+    assert (model_dir / "results.md").read_text() == main.results_markdown(results)
 
 
-def test_training_curve_png(tmp_path, tiny_data):
+def test_training_curve_draws_the_history(tmp_path, tiny_data):
     data_dir, _ = tiny_data
-    run_main(tmp_path, data_dir, "--do_train")
-    with Image.open(tmp_path / "model" / "training_curve.png") as image:
-        assert image.format == "PNG" and image.size == (800, 400)
+    run_main(tmp_path, data_dir, "--do_train", "--logging_steps", "2")
+    history = json.loads((tmp_path / "model" / "metrics.json").read_text())["history"]
+    figure = utils.training_curve_figure(history)
+    loss_line, f1_line = figure.axes[0].lines[0], figure.axes[1].lines[0]
+    assert list(loss_line.get_xdata()) == [h["epoch"] for h in history]  # fractional epochs of --logging_steps too
+    assert list(loss_line.get_ydata()) == [h["train_loss"] for h in history]
+    assert list(f1_line.get_ydata()) == [100 * h["dev_f1"] for h in history]
+    assert (tmp_path / "model" / "training_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 @pytest.mark.parametrize("attention", ["additive", "concat"])
