@@ -252,7 +252,7 @@ def _tag_order(tag):
 
 def build_vocab(tweet_lists, train_tweets, max_words, max_chars, built_from, word_form="glove"):
     """Word and char vocab from the tweets of `tweet_lists`, most frequent first, capped at max_words/max_chars
-    (both including PAD and UNK). Ties keep first-seen order. Tags come from the training data."""
+    (both including PAD and UNK; 0 means no cap). Ties keep first-seen order. Tags come from the training data."""
     to_word = WORD_FORMS[word_form][0]
     word_counts, char_counts = Counter(), Counter()
     for tweets in tweet_lists:
@@ -262,6 +262,7 @@ def build_vocab(tweet_lists, train_tweets, max_words, max_chars, built_from, wor
                 char_counts.update(tok)
     words = [PAD, UNK] + [w for w, _ in word_counts.most_common()]
     chars = [PAD, UNK] + [c for c, _ in char_counts.most_common()]
+    max_words, max_chars = max_words or len(words), max_chars or len(chars)  # 0: no cap
     if len(words) > max_words:
         logger.info("Word vocab: %d types, capped at --word_vocab_size %d", len(words), max_words)
     if len(chars) > max_chars:

@@ -78,7 +78,8 @@ def seed_list(text):
 
 PRESETS = {  # the authors' released setup (jinlanfu/NERmultimodal multimodal_ner.py; RMSprop as Keras 1.2's defaults)
     "authors": {"architecture": "authors", "optimizer": "rmsprop", "learning_rate": 0.001, "num_train_epochs": 25,
-                "train_batch_size": 10, "max_seq_len": 35, "max_word_len": 30, "vocab_from": "all"},
+                "train_batch_size": 10, "max_seq_len": 35, "max_word_len": 30, "vocab_from": "all",
+                "word_vocab_size": 0, "char_vocab_size": 0},  # every word and character of train+dev+test
 }
 
 
@@ -125,8 +126,10 @@ def build_parser():
     a("--max_seq_len", type=positive_int, default=35, help="tweets are truncated to this many words for training "
       "only; evaluation and prediction tag every token")
     a("--max_word_len", type=positive_int, default=30, help="characters per word seen by the char CNN")
-    a("--word_vocab_size", type=positive_int, default=23204, help="cap on the word vocabulary (with [PAD], [UNK])")
-    a("--char_vocab_size", type=positive_int, default=102, help="cap on the char vocabulary (with [PAD], [UNK])")
+    a("--word_vocab_size", type=non_negative_int, default=23204, help="cap on the word vocabulary (with [PAD], "
+      "[UNK]); 0: every word")
+    a("--char_vocab_size", type=non_negative_int, default=102, help="cap on the char vocabulary (with [PAD], "
+      "[UNK]); 0: every character")
     a("--vocab_from", choices=["all", "train"], default="all", help="build the vocab from train+dev+test as the "
       "paper's code does (all: test words are in the vocabulary), or from train only (a stricter protocol)")
     # model
@@ -198,7 +201,7 @@ def parse_args(argv=None):
         parser.error("nothing to do: give --do_train, --do_eval and/or --do_predict")
     if args.hidden_dim % 2:
         parser.error(f"argument --hidden_dim: must be even (two LSTM directions of k/2), got {args.hidden_dim}")
-    if args.word_vocab_size < 3 or args.char_vocab_size < 3:
+    if 0 < args.word_vocab_size < 3 or 0 < args.char_vocab_size < 3:
         parser.error("arguments --word_vocab_size/--char_vocab_size: must leave room for [PAD], [UNK] and one entry")
     if args.do_predict and not (args.pred_file or args.text is not None):
         parser.error("--do_predict needs --pred_file or --text")
