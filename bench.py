@@ -1,11 +1,13 @@
 """Speed and memory benchmark of ACN on the real Twitter-2015 text with synthetic full-size image features.
 
     python bench.py --data_dir ../shared/data/twitter2015
+    python bench.py --pathway            # the image-pathway experiment of the README (about 15 minutes on 2 cores)
 
-Prints one table: training throughput (tweets/s, steady state), evaluation throughput, the wall time and peak
-resident memory of the complete default run (`main.py --do_train --do_eval --no_w2v`, run as a child process),
-and one training step of our co-attention against the literal `.repeat()` + concat formulation of the same
-equations (tests/reference.py). On CUDA too when a GPU is present.
+Prints one table: training throughput (tweets/s, steady state) of both architectures, evaluation throughput,
+tagging throughput of raw tweets (tokenising, and with images a random-weight VGG16 on the fly), the wall time,
+peak resident and peak anonymous memory of the complete default run (`main.py --do_train --do_eval --no_w2v`, run
+as a child process), and one training step of our co-attention against the literal `.repeat()` + concat
+formulation of the same equations (tests/reference.py). On CUDA too when a GPU is present.
 """
 import argparse
 import json
@@ -21,9 +23,16 @@ os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "8")  # as main.py does
 
 import torch  # noqa: E402
 
+import random  # noqa: E402
+
+from PIL import Image  # noqa: E402
+
 import data_loader as data  # noqa: E402
+import main as acn_main  # noqa: E402
+import raw_tweets  # noqa: E402
+import save_vgg_feature as vgg  # noqa: E402
 import trainer  # noqa: E402
-from model import ACN, ModelConfig  # noqa: E402
+from model import ACN, AuthorsACN, ModelConfig  # noqa: E402
 from tests.reference import LiteralACN  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -56,8 +65,8 @@ def prepare(data_dir, work_dir):
     return splits, data.load_image_features(os.path.join(work_dir, "float16", "img_vgg_features.pt"), ids)
 
 
-def time_training(model, examples, features, device, steps, batch_size=16, warmup=10):
-    optimizer = trainer.make_optimizer("adam", model.parameters(), 1e-3)  # as main.py trains
+def time_training(model, examples, features, device, steps, batch_size=16, warmup=10, optimizer="adam"):
+    optimizer = trainer.make_optimizer(optimizer, model.parameters(), 1e-3)  # as main.py trains
     generator = torch.Generator().manual_seed(0)
     stream = data.batches(examples, batch_size, features, shuffle=True, generator=generator)
     batches = [next(stream) for _ in range(warmup + steps)]
@@ -84,9 +93,36 @@ def sync(device):
         torch.cuda.synchronize()
 
 
+def time_raw_tagging(model, vocab, records, extractor, device):
+    """Tweets per second from raw text (tokenised) to tags, with the images' features extracted on the fly when
+    `extractor` is given: main.py's --do_predict path for a JSONL file."""
+    start = time.perf_counter()
+    tweets = raw_tweets.to_tweets([raw_tweets.record_from_text(r.text, r.image, r.id) for r in records])
+    features = acn_main.raw_features(records, extractor)[0] if extractor is not None else None
+    examples = data.encode_tweets(tweets, vocab, 30, features)
+    trainer.predict(model, examples, len(tweets), vocab, features, 32, device, progress=False)
+    sync(device)
+    return len(records) / (time.perf_counter() - start)
+
+
+def raw_records(split, work_dir, with_images, count=64):
+    """`count` raw tweets rebuilt from the test file's tokens, each with a drawn 500 x 375 JPEG when asked."""
+    records = []
+    folder = os.path.join(work_dir, "raw_images")
+    os.makedirs(folder, exist_ok=True)
+    rng = random.Random(0)
+    for i, tweet in enumerate(split.tweets[:count]):
+        image = None
+        if with_images:
+            image = os.path.join(folder, f"{i}.jpg")
+            Image.new("RGB", (500, 375), tuple(rng.randrange(256) for _ in range(3))).save(image)
+        records.append(raw_tweets.record_from_text(" ".join(tweet.tokens), image, str(i)))
+    return records
+
+
 def full_run(work_dir, extra):
-    """The complete default run as a user types it, in a child process: wall seconds, peak resident memory (GB, as
-    main.py measured itself: VmHWM), metrics."""
+    """The complete default run as a user types it, in a child process: wall seconds, and the metrics it wrote
+    (peak resident memory VmHWM and peak anonymous memory RssAnon, as main.py measured itself)."""
     model_dir = os.path.join(work_dir, "model")
     command = [sys.executable, os.path.join(HERE, "main.py"), "--do_train", "--do_eval", "--no_w2v", "--offline",
                "--no_progress", "--data_dir", work_dir, "--model_dir", model_dir, *extra]
@@ -95,7 +131,109 @@ def full_run(work_dir, extra):
     wall = time.perf_counter() - start
     with open(os.path.join(model_dir, "metrics.json"), encoding="utf-8") as f:
         metrics = json.load(f)
-    return wall, metrics["peak_memory_gb"], metrics
+    return wall, metrics
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The image-pathway experiment: features that carry the entity types of their own tweet
+
+ENTITY_TYPES = ["PER", "LOC", "ORG", "OTHER"]
+
+
+def type_pattern_features(splits, seed=0):
+    """Per image: synthetic ReLU noise, plus, for every entity type in its tweet, that type's block of 128
+    channels raised by 1 in every region. The image tells which types its tweet holds, not where they are."""
+    generator = torch.Generator().manual_seed(seed)
+    features = {}
+    for split in splits.values():
+        for tweet in split.tweets:
+            regions = torch.relu(torch.randn(49, 512, generator=generator))
+            for i, entity_type in enumerate(ENTITY_TYPES):
+                if f"B-{entity_type}" in tweet.tags:
+                    regions[:, 128 * i:128 * (i + 1)] += 1.0
+            features[tweet.img_id] = regions.half()
+    return features
+
+
+def pathway(data_dir, work_dir):
+    """Test F1 of text-only, own-image and shuffled-image runs of both architectures (seed 7, 5 epochs, Adam)."""
+    splits = {name: data.read_split(name, os.path.join(data_dir, name)) for name in ("train", "dev", "test")}
+    features = type_pattern_features(splits)
+    ids = list(features)
+    shuffled_ids = ids[:]
+    random.Random(0).shuffle(shuffled_ids)  # every tweet gets another tweet's image
+    folders = {}
+    for label, table in (("own", features), ("shuffled", dict(zip(ids, (features[i] for i in shuffled_ids))))):
+        folders[label] = os.path.join(work_dir, f"pathway_{label}")
+        os.makedirs(folders[label], exist_ok=True)
+        for name in splits:
+            shutil.copy(os.path.join(data_dir, name), folders[label])
+        torch.save(table, os.path.join(folders[label], "img_vgg_features.pt"))
+    rows = []
+    for architecture, label, flags in (("paper", "text only", ["--no_img"]), ("paper", "own", []),
+                                       ("paper", "shuffled", []), ("authors", "own", []), ("authors", "shuffled", [])):
+        folder = folders["own" if label == "text only" else label]
+        _, metrics = full_run(folder, ["--architecture", architecture, "--model_dir",
+                                       os.path.join(folder, f"model_{architecture}"), *flags])
+        test = metrics["test"]
+        rows.append((f"pathway, {architecture}, {label} image features: test F1 (P / R)",
+                     f"{100 * test['f1']:.2f} ({100 * test['precision']:.2f} / {100 * test['recall']:.2f})"))
+    return rows
+
+
+def throughput_rows(args, work_dir):
+    splits, features = prepare(args.data_dir, work_dir)
+    vocab = data.build_vocab([s.tweets for s in splits.values()], splits["train"].tweets, 23204, 102, ["all"])
+    raw_vocab = data.build_vocab([s.tweets for s in splits.values()], splits["train"].tweets, 0, 0, ["all"], "raw")
+    train = data.encode_tweets(splits["train"].tweets, vocab, 30, features, 35)
+    raw_train = data.encode_tweets(splits["train"].tweets, raw_vocab, 30, features, 35, keep="last")
+    splits["test"].examples = data.encode_tweets(splits["test"].tweets, vocab, 30, features)
+    config = ModelConfig(len(vocab.words), len(vocab.chars), len(vocab.tags))
+    authors_config = ModelConfig(len(raw_vocab.words), len(raw_vocab.chars), len(raw_vocab.tags),
+                                 architecture="authors")
+    torch.manual_seed(7)
+    pipeline = vgg.Extractor(vgg.VGG16Features(), "torchvision")  # random weights: the cost, not the values
+
+    rows = [("machine", f"{os.cpu_count()} CPU cores, torch {torch.__version__}, {torch.get_num_threads()} threads")]
+    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
+    for device in devices:
+        torch.manual_seed(7)
+        ours = time_training(ACN(config).to(device), train, features, device, args.steps)
+        torch.manual_seed(7)
+        literal = time_training(LiteralACN(config).to(device), train, features, device, max(10, args.steps // 4))
+        torch.manual_seed(7)
+        authors = time_training(AuthorsACN(authors_config).to(device), raw_train, features, device,
+                                max(10, args.steps // 2), batch_size=10, optimizer="rmsprop")
+        model = ACN(config).to(device)
+        evaluation = time_evaluation(model, splits["test"], vocab, features, device)
+        pipeline.model.to(device)
+        pipeline.device = device
+        text_only = time_raw_tagging(model, vocab, raw_records(splits["test"], work_dir, False), None, device)
+        with_images = time_raw_tagging(model, vocab, raw_records(splits["test"], work_dir, True), pipeline, device)
+        rows += [(f"{device.type}: training throughput, paper architecture (tweets/s, batch 16)", f"{ours:.0f}"),
+                 (f"{device.type}: same step, literal .repeat() co-attention (tweets/s)", f"{literal:.0f}"),
+                 (f"{device.type}: speed-up of the factored co-attention step", f"{ours / literal:.2f}x"),
+                 (f"{device.type}: training throughput, authors architecture (tweets/s, batch 10, RMSprop)",
+                  f"{authors:.0f}"),
+                 (f"{device.type}: evaluation throughput (tweets/s, batch 32, test)", f"{evaluation:.0f}"),
+                 (f"{device.type}: raw tweets tagged, text only (tweets/s, tokenising included)", f"{text_only:.0f}"),
+                 (f"{device.type}: raw tweets tagged, each with a 500 x 375 JPEG through VGG16 (tweets/s)",
+                  f"{with_images:.1f}")]
+    if not args.skip_full_run:
+        runs = [("cpu", "float16", ["--no_cuda"])]
+        if torch.cuda.is_available():
+            runs.append(("cuda", "float16", []))
+        if not args.skip_float32_run:
+            runs.append(("cpu", "float32", ["--no_cuda"]))
+        for label, dtype, flags in runs:
+            wall, metrics = full_run(os.path.join(work_dir, dtype), flags)
+            name = f"{label}, {dtype} features: complete default run"
+            rows += [(f"{name}, wall (s)", f"{wall:.1f}"),
+                     (f"{name}, peak anonymous memory RssAnon (GB)", f"{metrics['peak_anonymous_memory_gb']:.2f}"),
+                     (f"{name}, peak resident memory VmHWM (GB)", f"{metrics['peak_memory_gb']:.2f}"),
+                     (f"{name}, dev / test F1 (seed 7, synthetic features)",
+                      f"{100 * metrics['dev']['f1']:.2f} / {100 * metrics['test']['f1']:.2f}")]
+    return rows
 
 
 def main():
@@ -106,40 +244,15 @@ def main():
     p.add_argument("--steps", type=int, default=100, help="timed training steps per device")
     p.add_argument("--skip_full_run", action="store_true", help="only the throughput rows")
     p.add_argument("--skip_float32_run", action="store_true", help="no second full run with float32 features")
+    p.add_argument("--pathway", action="store_true", help="run the image-pathway experiment instead")
     args = p.parse_args()
     work_dir = args.work_dir or tempfile.mkdtemp(prefix="acn-bench-")
     logging.basicConfig(level=logging.ERROR)
 
-    splits, features = prepare(args.data_dir, work_dir)
-    vocab = data.build_vocab([s.tweets for s in splits.values()], splits["train"].tweets, 23204, 102, ["all"])
-    train = data.encode_tweets(splits["train"].tweets, vocab, 30, features, 35)
-    splits["test"].examples = data.encode_tweets(splits["test"].tweets, vocab, 30, features)
-    config = ModelConfig(len(vocab.words), len(vocab.chars), len(vocab.tags))
-
-    rows = [("machine", f"{os.cpu_count()} CPU cores, torch {torch.__version__}, {torch.get_num_threads()} threads")]
-    devices = [torch.device("cpu")] + ([torch.device("cuda")] if torch.cuda.is_available() else [])
-    for device in devices:
-        torch.manual_seed(7)
-        ours = time_training(ACN(config).to(device), train, features, device, args.steps)
-        torch.manual_seed(7)
-        literal = time_training(LiteralACN(config).to(device), train, features, device, max(10, args.steps // 4))
-        evaluation = time_evaluation(ACN(config).to(device), splits["test"], vocab, features, device)
-        rows += [(f"{device.type}: training throughput (tweets/s, batch 16)", f"{ours:.0f}"),
-                 (f"{device.type}: same step, literal .repeat() co-attention (tweets/s)", f"{literal:.0f}"),
-                 (f"{device.type}: speed-up of the factored co-attention step", f"{ours / literal:.2f}x"),
-                 (f"{device.type}: evaluation throughput (tweets/s, batch 32, test)", f"{evaluation:.0f}")]
-    if not args.skip_full_run:
-        runs = [("cpu", "float16", ["--no_cuda"])]
-        if torch.cuda.is_available():
-            runs.append(("cuda", "float16", []))
-        if not args.skip_float32_run:
-            runs.append(("cpu", "float32", ["--no_cuda"]))
-        for label, dtype, flags in runs:
-            wall, peak, metrics = full_run(os.path.join(work_dir, dtype), flags)
-            rows.append((f"{label}, {dtype} features: complete default run, wall (s)", f"{wall:.1f}"))
-            rows.append((f"{label}, {dtype} features: complete default run, peak resident memory (GB)", f"{peak:.2f}"))
-            rows.append((f"{label}, {dtype} features: dev / test F1 (seed 7, synthetic features)",
-                         f"{100 * metrics['dev']['f1']:.2f} / {100 * metrics['test']['f1']:.2f}"))
+    if args.pathway:
+        rows = pathway(args.data_dir, work_dir)
+    else:
+        rows = throughput_rows(args, work_dir)
     width = max(len(name) for name, _ in rows)
     print(f"\n| {'measure':<{width}} | value |\n|{'-' * (width + 2)}|-------|")
     for name, value in rows:

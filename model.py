@@ -238,6 +238,13 @@ class FiltrationGate(nn.Module):
 # ----------------------------------------------------------------------------------------------------------------
 # The whole network, with 7. the CRF
 
+def refuse_unknown_tags(batch):
+    """Training on a gold tag the model does not know (data_loader encodes it -1) would be silent corruption."""
+    if (batch.tag_ids[batch.word_mask] < 0).any():
+        raise ValueError("a gold tag of this batch is not among the model's tags (encoded -1); train only on tags "
+                         "the model was built with")
+
+
 class ACN(nn.Module):
     def __init__(self, config: ModelConfig, word_vectors=None):
         super().__init__()
@@ -271,9 +278,7 @@ class ACN(nn.Module):
     def loss(self, batch):
         """Negative log-likelihood of the gold tags, averaged over the tweets of the batch. A gold tag the model does
         not know (encoded -1) is refused: training on it as if it were another tag would be silent corruption."""
-        if (batch.tag_ids[batch.word_mask] < 0).any():
-            raise ValueError("a gold tag of this batch is not among the model's tags (encoded -1); train only on "
-                             "tags the model was built with")
+        refuse_unknown_tags(batch)
         emissions, _ = self(batch)
         return -self.crf(emissions, batch.tag_ids, mask=batch.word_mask, reduction="mean")
 
@@ -616,7 +621,9 @@ class AuthorsACN(nn.Module):
 
     def loss(self, batch):
         """CRF negative log-likelihood over all P positions (the pads carry the gold pad label), averaged over the
-        tweets of the batch as Keras averages ChainCRF's per-tweet loss."""
+        tweets of the batch as Keras averages ChainCRF's per-tweet loss. A gold tag the model does not know (-1)
+        is refused, as in ACN.loss."""
+        refuse_unknown_tags(batch)
         lengths = batch.word_mask.sum(dim=1)                                      # (B,)
         width = self.width(batch.word_ids.size(1))
         emissions, _, _ = self.network(*self.released_inputs(batch.word_ids, batch.char_ids, lengths, width),

@@ -7,6 +7,7 @@ import pytest
 import torch
 from seqeval.metrics.sequence_labeling import get_entities
 
+import data_loader as data
 import main
 import model
 import trainer
@@ -247,3 +248,47 @@ def test_rmsprop_and_vocab_from_train(tmp_path, tiny_data):
     assert set(vocab["chars"][2:]) == train_chars
     config = json.loads((tmp_path / "model" / "config.json").read_text())
     assert config["optimizer"] == "rmsprop" and config["vocab"]["includes_test_words"] is False
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The authors' architecture and protocol
+
+def test_preset_authors_sets_the_released_setup_and_explicit_flags_win(tmp_path, tiny_data, caplog):
+    data_dir, splits = tiny_data
+    caplog.set_level("INFO")
+    assert run_main(tmp_path, data_dir, "--do_train", "--do_eval", "--preset", "authors",
+                    "--num_train_epochs", "1") == 0
+    config = json.loads((tmp_path / "model" / "config.json").read_text())
+    kept = {"num_train_epochs": 1, "max_seq_len": 8}  # given explicitly (max_seq_len by SMALL_MODEL)
+    assert config["preset"] == "authors" and config["preset_kept"] == kept
+    assert config["preset_set"] == {k: v for k, v in main.PRESETS["authors"].items() if k not in kept}
+    assert (config["optimizer"], config["train_batch_size"], config["model_config"]["architecture"]) == \
+        ("rmsprop", 10, "authors")
+    assert "given explicitly, these win over it: {'max_seq_len': 8, 'num_train_epochs': 1}" in caplog.text
+    saved = torch.load(tmp_path / "model" / "model.pt", weights_only=True)
+    assert saved["vocab"]["word_form"] == "raw" and "Obama" in saved["vocab"]["words"]  # case kept, as released
+    assert any(key.startswith("text_encoder") or key.startswith("char_cnn") for key in saved["model"])
+    metrics = json.loads((tmp_path / "model" / "metrics.json").read_text())
+    assert metrics["test"]["tokens"] == sum(len(tokens) for _, tokens in splits["test"])  # every token scored
+    # evaluation and prediction rebuild the authors' model from the checkpoint alone
+    assert main.main(["--data_dir", str(data_dir), "--model_dir", str(tmp_path / "model"), "--do_eval",
+                      "--offline", "--no_progress"]) == 0
+    assert json.loads((tmp_path / "model" / "metrics.json").read_text())["test"] == metrics["test"]
+
+
+def test_authors_training_keeps_the_last_words_of_a_long_tweet():
+    tweets = [data.Tweet("1", [f"w{i}" for i in range(40)], ["O"] * 39 + ["B-PER"], 1)]
+    vocab = data.build_vocab([tweets], tweets, 0, 0, ["train"], word_form="raw")
+    last = data.encode_tweets(tweets, vocab, 30, max_seq_len=35, keep="last")[0]
+    first = data.encode_tweets(tweets, vocab, 30, max_seq_len=35)[0]
+    assert last.word_ids.tolist() == [vocab.word_index[f"w{i}"] for i in range(5, 40)]  # pad_sequences' "pre"
+    assert first.word_ids.tolist() == [vocab.word_index[f"w{i}"] for i in range(35)]
+    assert last.tag_ids[-1] == vocab.tag_index["B-PER"]
+
+
+@pytest.mark.parametrize("flags", [["--architecture", "authors", "--no_img"],
+                                   ["--preset", "authors", "--attention", "additive"]])
+def test_authors_architecture_refuses_what_it_does_not_have(flags, capsys):
+    with pytest.raises(SystemExit):
+        main.parse_args(["--do_train", *flags])
+    assert "--architecture authors has no text-only variant" in capsys.readouterr().err

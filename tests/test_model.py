@@ -6,7 +6,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import data_loader as data
 import trainer
-from model import ACN, CharCNN, ModelConfig, reverse_each
+from model import ACN, CharCNN, ModelConfig, build_model, reverse_each
 from reference import LiteralACN, literal_coattention
 
 
@@ -170,14 +170,16 @@ def test_every_parameter_gets_a_gradient(use_image, attention):
             assert grad is not None and grad.abs().sum() > 0, name
 
 
-def test_loss_refuses_a_tag_the_model_does_not_know():
-    model = ACN(config())
+@pytest.mark.parametrize("architecture", ["paper", "authors"])
+def test_loss_refuses_a_tag_the_model_does_not_know(architecture):
+    model = build_model(config(architecture=architecture))
     examples, features = random_batch([4, 3])
     examples[1].tag_ids[2] = -1  # data_loader's code for a gold tag missing from the vocabulary
     batch = data.collate(examples, features)
     assert batch.tag_ids[1, 2] == -1  # collate keeps it: not clamped to tag 0 ("O")
     with pytest.raises(ValueError, match="not among the model's tags"):
         model.loss(batch)
+    model.eval()
     assert len(model.decode(batch)[1]) == 3  # prediction does not need gold tags
 
 

@@ -55,4 +55,4 @@ def test_train_subset_and_evaluate_everything(tmp_path, twitter2015_dir):
     assert metrics["test"]["gold_entities"] == 5215 and metrics["dev"]["gold_entities"] == 1600
     assert metrics["test"]["f1"] > 0.05  # 300 tweets, four epochs, small model: learns something
     config = json.loads((tmp_path / "model" / "config.json").read_text())
-    assert config["missing_image_features"] == 3257  # every test id: zero features, and still evaluated
+    assert config["image_features"]["missing_ids"] == 3257  # every test id: zero features, and still evaluated
