@@ -264,7 +264,7 @@ def test_preset_authors_sets_the_released_setup_and_explicit_flags_win(tmp_path,
     assert config["preset_set"] == {k: v for k, v in main.PRESETS["authors"].items() if k not in kept}
     assert (config["optimizer"], config["train_batch_size"], config["model_config"]["architecture"]) == \
         ("rmsprop", 10, "authors")
-    assert "given explicitly, these win over it: {'max_seq_len': 8, 'num_train_epochs': 1}" in caplog.text
+    assert "given explicitly, these win over it: {'num_train_epochs': 1, 'max_seq_len': 8}" in caplog.text
     saved = torch.load(tmp_path / "model" / "model.pt", weights_only=True)
     assert saved["vocab"]["word_form"] == "raw" and "Obama" in saved["vocab"]["words"]  # case kept, as released
     assert any(key.startswith("text_encoder") or key.startswith("char_cnn") for key in saved["model"])
