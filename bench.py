@@ -98,7 +98,7 @@ def time_raw_tagging(model, vocab, records, extractor, device):
     `extractor` is given: main.py's --do_predict path for a JSONL file."""
     start = time.perf_counter()
     tweets = raw_tweets.to_tweets([raw_tweets.record_from_text(r.text, r.image, r.id) for r in records])
-    features = acn_main.raw_features(records, extractor)[0] if extractor is not None else None
+    features = acn_main.raw_features(records, extractor)[0]  # zero features for tweets without an image
     examples = data.encode_tweets(tweets, vocab, 30, features)
     trainer.predict(model, examples, len(tweets), vocab, features, 32, device, progress=False)
     sync(device)
