@@ -2,6 +2,7 @@
 import argparse
 import json
 import os
+import time
 
 import pytest
 import torch
@@ -11,6 +12,7 @@ import data_loader as data
 import main
 import model
 import trainer
+import utils
 from conftest import make_tweets, run_main, write_conll
 
 
@@ -292,3 +294,22 @@ def test_authors_architecture_refuses_what_it_does_not_have(flags, capsys):
     with pytest.raises(SystemExit):
         main.parse_args(["--do_train", *flags])
     assert "--architecture authors has no text-only variant" in capsys.readouterr().err
+
+
+def test_eval_only_never_reads_the_training_file(tmp_path, tiny_data):
+    data_dir, _ = tiny_data
+    run_main(tmp_path, data_dir, "--do_train", "--num_train_epochs", "1")
+    os.remove(data_dir / "train")  # with --offline, a read (or download) of it would fail the run
+    assert run_main(tmp_path, data_dir, "--do_eval") == 0
+    assert json.loads((tmp_path / "model" / "metrics.json").read_text())["test"]["tweets"] == 15
+
+
+def test_anonymous_memory_sampler_sees_a_short_peak():
+    sampler = utils.AnonymousMemorySampler(interval=0.01)
+    before = sampler.peak_gb
+    block = torch.ones(300 * 2 ** 20 // 4)  # 300 MiB of process memory, released at once
+    time.sleep(0.1)
+    del block
+    time.sleep(0.05)
+    sampler.stop()
+    assert sampler.peak_gb - before > 0.28  # GB: the 0.31 GB block was seen although it is gone
