@@ -17,6 +17,7 @@ from PIL import Image
 
 import main
 import resources
+import save_vgg_feature as vgg
 import utils
 from conftest import SMALL_MODEL, make_tweets, write_conll
 
@@ -373,3 +374,40 @@ def test_main_offline_failure_is_one_clear_message(server, tmp_path, monkeypatch
     assert f"to {tmp_path / 'data' / 'train'}" in err and "--data_dir" in err and "Traceback" not in err
     assert not (tmp_path / "data" / "train").exists()
     assert glob.glob(str(tmp_path / "data" / "*")) == []
+
+
+def test_extractor_downloads_the_archive_and_extracts_twitter2017(server, tmp_path, monkeypatch, capsys):
+    """save_vgg_feature.py --dataset twitter2017: the archive comes from the (local) server, only
+    twitter2017_images/ is extracted, and every id of the three files gets a feature or a listed failure."""
+    FILES["/archive/umt.zip"] = make_archive()
+    monkeypatch.setitem(resources.DATASETS, "twitter2017", served(server, "twitter2017", "/archive/umt.zip"))
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    ids = IMAGES["twitter2017_images"] + ["17_06_99999"]  # the last has no image in the archive
+    for name, chunk in (("train.txt", ids[:2]), ("valid.txt", ids[2:3]), ("test.txt", ids[3:])):
+        write_conll(data_dir / name, [(img_id, [("x", "O")]) for img_id in chunk])
+    torch.manual_seed(0)
+    weights = tmp_path / "vgg16.pth"
+    torch.save(vgg.VGG16Features().state_dict(), weights)
+    assert vgg.main(["--dataset", "twitter2017", "--data_dir", str(data_dir), "--vgg_weights", str(weights),
+                     "--workers", "0"]) == 0
+    assert_images(data_dir / "twitter2017_images", "twitter2017_images")
+    assert not (data_dir / "twitter2015_images").exists()
+    saved = torch.load(data_dir / "img_vgg_features.pt", weights_only=True)
+    assert sorted(k for k in saved if k != vgg.PROVENANCE_KEY) == sorted(IMAGES["twitter2017_images"])
+    failures = (data_dir / "img_vgg_features.pt.failures.tsv").read_text().splitlines()
+    assert [line.split("\t")[0] for line in failures] == ["17_06_99999"]
+    assert "Wrote 3 features" in capsys.readouterr().out
+
+
+def test_extractor_offline_without_images_says_where_to_put_them(tmp_path, capsys):
+    data_dir = tmp_path / "data"
+    data_dir.mkdir()
+    for name in ("train.txt", "valid.txt", "test.txt"):
+        write_conll(data_dir / name, [("17_06_12483", [("x", "O")])])
+    weights = tmp_path / "vgg16.pth"
+    torch.save(vgg.VGG16Features().state_dict(), weights)
+    assert vgg.main(["--dataset", "twitter2017", "--data_dir", str(data_dir), "--vgg_weights", str(weights),
+                     "--offline"]) == 2
+    err = capsys.readouterr().err
+    assert f"{data_dir / 'twitter2017_images'} does not exist" in err and "IJCAI2019_data.zip" in err
