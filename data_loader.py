@@ -433,6 +433,20 @@ def _ids_of(path, stored):
     return by_id
 
 
+def open_feature_file(path):
+    """The object a feature file holds, its tensors memory-mapped (not read) where the format allows."""
+    try:
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as exc:
+            if "mmap" not in str(exc):
+                raise
+            return torch.load(path, map_location="cpu", weights_only=True)  # legacy torch format: not mappable
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad file; all mean the same to a user
+        raise DataError(f"{path}: not a readable torch file ({type(exc).__name__}: {str(exc)[:200]}). Re-extract it "
+                        f"with save_vgg_feature.py or download it again.") from None
+
+
 def load_image_features(path, img_ids, require_some=True):
     """Open the features of `img_ids` in a torch file mapping image id -> (49, 512) or (512, 7, 7) tensor
     (float16 or float32; keys ints or strings, matched as strings; the reserved key `__provenance__` says how the
@@ -445,16 +459,7 @@ def load_image_features(path, img_ids, require_some=True):
     if not os.path.isfile(path):
         raise DataError(f"{path}: image-feature file not found. Extract it with save_vgg_feature.py, pass "
                         f"--img_feature_file, or train text-only with --no_img.")
-    try:
-        try:
-            stored = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as exc:
-            if "mmap" not in str(exc):
-                raise
-            stored = torch.load(path, map_location="cpu", weights_only=True)  # legacy torch format: not mappable
-    except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad file; all mean the same to a user
-        raise DataError(f"{path}: not a readable torch file ({type(exc).__name__}: {str(exc)[:200]}). Re-extract it "
-                        f"with save_vgg_feature.py or download it again.") from None
+    stored = open_feature_file(path)
     if not isinstance(stored, dict):
         raise DataError(f"{path}: holds a {type(stored).__name__}; expected a dict mapping image id -> (49, 512) "
                         f"tensor. Re-extract it with save_vgg_feature.py.")

@@ -59,7 +59,7 @@ from tqdm import tqdm
 
 import resources
 import utils
-from data_loader import PROVENANCE_KEY, DataError, read_tweets
+from data_loader import PROVENANCE_KEY, DataError, open_feature_file, read_tweets
 from images import IMAGE_EXTENSIONS, ImageError, find_image, open_image, read_image
 
 logger = logging.getLogger(__name__)
@@ -414,15 +414,7 @@ def provenance_record(*, mode, weights_path, weights, forced, dtype, image_dir, 
 
 def read_provenance(path):
     """The provenance record of a feature file, or None when it has none (files made before it existed)."""
-    try:
-        try:
-            stored = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as exc:
-            if "mmap" not in str(exc):
-                raise
-            stored = torch.load(path, map_location="cpu", weights_only=True)  # legacy torch format (torch < 1.6)
-    except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad file; all mean the same to a user
-        raise DataError(f"{path}: not a readable torch file ({type(exc).__name__}: {str(exc)[:200]}).") from None
+    stored = open_feature_file(path)
     record = stored.get(PROVENANCE_KEY) if isinstance(stored, dict) else None
     return record if isinstance(record, dict) else None
 

@@ -9,6 +9,8 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+import data_loader as data  # noqa: E402 - the project's modules import once ROOT is on the path
+
 PEOPLE = ["Obama", "Messi", "Beyonce", "Zimmerman", "Taylor"]
 PLACES = ["Paris", "London", "Texas", "Boston", "Kenya"]
 FILLER = ["the", "is", "in", "at", "today", "love", "#fun", "@friend", "http://t.co/x1", "!!!", "42", "so", "big"]
@@ -48,6 +50,30 @@ def write_features(path, img_ids, dtype=torch.float32, seed=0, shape=(49, 512)):
     feats = {img_id: torch.rand(*shape, generator=generator).to(dtype) for img_id in img_ids}
     torch.save(feats, path)
     return feats
+
+
+def real_data_folder(variable, files):
+    """The folder of a real data set named by the environment `variable`: skipped (saying so) when it is unset,
+    failed when it does not exist."""
+    folder = os.environ.get(variable)
+    if not folder:
+        pytest.skip(f"{variable} is not set (point it at the folder with {files})")
+    assert os.path.isdir(folder), f"{variable}={folder} does not exist"
+    return folder
+
+
+def random_examples(lengths, word_len=6, seed=0, num_words=30, num_chars=20, num_tags=5):
+    """Examples of random words (of different lengths) and tags, and a FeatureTable with a random image per tweet."""
+    generator = torch.Generator().manual_seed(seed)
+    examples = []
+    for i, n in enumerate(lengths):
+        chars = torch.randint(2, num_chars, (n, word_len), generator=generator)
+        for t in range(n):  # words of different lengths
+            chars[t, 1 + (t % word_len):] = 0
+        examples.append(data.Example(i, torch.randint(2, num_words, (n,), generator=generator), chars,
+                                     torch.randint(0, num_tags, (n,), generator=generator), i + 1))
+    regions = [torch.zeros(49, 512)] + [torch.rand(49, 512, generator=generator) for _ in lengths]
+    return examples, data.FeatureTable(regions, {}, [])
 
 
 @pytest.fixture

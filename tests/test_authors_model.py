@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import data_loader as data
+from conftest import random_examples
 from model import (ACN, AuthorsACN, KerasBiLSTM, ModelConfig, build_model, hard_sigmoid, left_align, right_align,
                    theano_same_padding)
 
@@ -23,16 +24,8 @@ def default_config():
 
 
 def make_batch(lengths, word_len=5, seed=0):
-    generator = torch.Generator().manual_seed(seed)
-    examples = []
-    for i, n in enumerate(lengths):
-        chars = torch.randint(2, NUM_CHARS, (n, word_len), generator=generator)
-        for t in range(n):  # words of different lengths
-            chars[t, 1 + (t % word_len):] = 0
-        examples.append(data.Example(i, torch.randint(2, NUM_WORDS, (n,), generator=generator), chars,
-                                     torch.randint(0, NUM_TAGS, (n,), generator=generator), i + 1))
-    regions = [torch.zeros(49, 512)] + [torch.rand(49, 512, generator=generator) for _ in lengths]
-    return data.collate(examples, data.FeatureTable(regions, {}, []))
+    examples, features = random_examples(lengths, word_len, seed, NUM_WORDS, NUM_CHARS, NUM_TAGS)
+    return data.collate(examples, features)
 
 
 def keras_parameter_count(config):

@@ -7,6 +7,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 import data_loader as data
 import trainer
 from model import ACN, CharCNN, ModelConfig, build_model, reverse_each
+from conftest import random_examples
 from reference import LiteralACN, literal_coattention
 
 
@@ -15,17 +16,8 @@ def config(**overrides):
                           "final_char_dim": 8, "num_filters": 4, "hidden_dim": 16, **overrides})
 
 
-def random_batch(lengths, word_len=6, seed=0, num_words=30, num_chars=20, num_tags=5):
-    generator = torch.Generator().manual_seed(seed)
-    examples = []
-    for i, n in enumerate(lengths):
-        chars = torch.randint(2, num_chars, (n, word_len), generator=generator)
-        for t in range(n):  # words of different lengths
-            chars[t, 1 + (t % word_len):] = 0
-        examples.append(data.Example(i, torch.randint(2, num_words, (n,), generator=generator), chars,
-                                     torch.randint(0, num_tags, (n,), generator=generator), i + 1))
-    regions = [torch.zeros(49, 512)] + [torch.rand(49, 512, generator=generator) for _ in lengths]
-    return examples, data.FeatureTable(regions, {}, [])
+def random_batch(lengths, word_len=6, seed=0):
+    return random_examples(lengths, word_len, seed)
 
 
 def test_factored_coattention_equals_literal_formula():

@@ -10,18 +10,14 @@ import torch
 from seqeval.metrics.sequence_labeling import get_entities
 
 import data_loader as data
-from conftest import run_main, write_conll
+from conftest import real_data_folder, run_main, write_conll
 
 EXPECTED = {"train": (4000, 64439), "dev": (1000, 16178), "test": (3257, 52822)}
 
 
 @pytest.fixture(scope="module")
 def twitter2015_dir():
-    folder = os.environ.get("TWITTER2015_DIR")
-    if not folder:
-        pytest.skip("TWITTER2015_DIR is not set (point it at the folder with train/dev/test)")
-    assert os.path.isdir(folder), f"TWITTER2015_DIR={folder} does not exist"
-    return folder
+    return real_data_folder("TWITTER2015_DIR", "train/dev/test")
 
 
 def test_reads_every_tweet_and_token(twitter2015_dir):

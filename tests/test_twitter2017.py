@@ -11,7 +11,7 @@ from seqeval.metrics.sequence_labeling import get_entities
 import data_loader as data
 import main
 import resources
-from conftest import SMALL_MODEL
+from conftest import SMALL_MODEL, real_data_folder
 
 EXPECTED = {"train.txt": (3373, 53007), "valid.txt": (723, 11309), "test.txt": (723, 11330)}
 IMAGE_ID = re.compile(r"\d+_\d+_\d+(_\d+)?|O_\d+")  # 17_06_12483, 16_05_01_6, O_1926
@@ -19,11 +19,7 @@ IMAGE_ID = re.compile(r"\d+_\d+_\d+(_\d+)?|O_\d+")  # 17_06_12483, 16_05_01_6, O
 
 @pytest.fixture(scope="module")
 def twitter2017_dir():
-    folder = os.environ.get("TWITTER2017_DIR")
-    if not folder:
-        pytest.skip("TWITTER2017_DIR is not set (point it at the folder with train.txt/valid.txt/test.txt)")
-    assert os.path.isdir(folder), f"TWITTER2017_DIR={folder} does not exist"
-    return folder
+    return real_data_folder("TWITTER2017_DIR", "train.txt/valid.txt/test.txt")
 
 
 @pytest.fixture(scope="module")
