@@ -294,8 +294,16 @@ def load_features(args, splits, use_image):
     evaluation data with no feature at all is an error; a file of new tweets to tag may have none."""
     if not use_image:
         return None
-    return data.load_image_features(feature_path(args), [img_id for split in splits.values() for img_id in split.img_ids],
-                                    require_some="predict" not in splits)
+    path = feature_path(args)
+    features = data.load_image_features(path, [img_id for split in splits.values() for img_id in split.img_ids],
+                                        require_some="predict" not in splits)
+    if features.provenance is None:
+        logger.info("%s has no provenance record (as the published file): how its features were made is not known; "
+                    "save_vgg_feature.py records it", path)
+    else:
+        logger.info("%s: features made with --preprocess %s and %s", path, features.provenance.get("mode"),
+                    features.provenance.get("weights_file"))
+    return features
 
 
 def encode_splits(splits, vocab, features, config, max_seq_len):
