@@ -1,7 +1,7 @@
 """Speed and memory benchmark of ACN on the real Twitter-2015 text with synthetic full-size image features.
 
     python bench.py --data_dir ../shared/data/twitter2015
-    python bench.py --pathway            # the image-pathway experiment of the README (about 15 minutes on 2 cores)
+    python bench.py --pathway --pathway_epochs 3   # the image-pathway experiment of the README
 
 Prints one table: training throughput (tweets/s, steady state) of both architectures, evaluation throughput,
 tagging throughput of raw tweets (tokenising, and with images a random-weight VGG16 on the fly), the wall time,
@@ -155,8 +155,8 @@ def type_pattern_features(splits, seed=0):
     return features
 
 
-def pathway(data_dir, work_dir):
-    """Test F1 of text-only, own-image and shuffled-image runs of both architectures (seed 7, 5 epochs, Adam)."""
+def pathway(data_dir, work_dir, epochs):
+    """Test F1 of text-only, own-image and shuffled-image runs of both architectures (seed 7, Adam, `epochs`)."""
     splits = {name: data.read_split(name, os.path.join(data_dir, name)) for name in ("train", "dev", "test")}
     features = type_pattern_features(splits)
     ids = list(features)
@@ -173,8 +173,8 @@ def pathway(data_dir, work_dir):
     for architecture, label, flags in (("paper", "text only", ["--no_img"]), ("paper", "own", []),
                                        ("paper", "shuffled", []), ("authors", "own", []), ("authors", "shuffled", [])):
         folder = folders["own" if label == "text only" else label]
-        _, metrics = full_run(folder, ["--architecture", architecture, "--model_dir",
-                                       os.path.join(folder, f"model_{architecture}"), *flags])
+        _, metrics = full_run(folder, ["--architecture", architecture, "--num_train_epochs", str(epochs),
+                                       "--model_dir", os.path.join(folder, f"model_{architecture}"), *flags])
         test = metrics["test"]
         rows.append((f"pathway, {architecture}, {label} image features: test F1 (P / R)",
                      f"{100 * test['f1']:.2f} ({100 * test['precision']:.2f} / {100 * test['recall']:.2f})"))
@@ -245,12 +245,13 @@ def main():
     p.add_argument("--skip_full_run", action="store_true", help="only the throughput rows")
     p.add_argument("--skip_float32_run", action="store_true", help="no second full run with float32 features")
     p.add_argument("--pathway", action="store_true", help="run the image-pathway experiment instead")
+    p.add_argument("--pathway_epochs", type=int, default=5, help="training epochs of each pathway run")
     args = p.parse_args()
     work_dir = args.work_dir or tempfile.mkdtemp(prefix="acn-bench-")
     logging.basicConfig(level=logging.ERROR)
 
     if args.pathway:
-        rows = pathway(args.data_dir, work_dir)
+        rows = pathway(args.data_dir, work_dir, args.pathway_epochs)
     else:
         rows = throughput_rows(args, work_dir)
     width = max(len(name) for name, _ in rows)
