@@ -120,10 +120,10 @@ def raw_records(split, work_dir, with_images, count=64):
     return records
 
 
-def full_run(work_dir, extra):
+def full_run(work_dir, extra, model_name="model"):
     """The complete default run as a user types it, in a child process: wall seconds, and the metrics it wrote
     (peak resident memory VmHWM and peak anonymous memory RssAnon, as main.py measured itself)."""
-    model_dir = os.path.join(work_dir, "model")
+    model_dir = os.path.join(work_dir, model_name)
     command = [sys.executable, os.path.join(HERE, "main.py"), "--do_train", "--do_eval", "--no_w2v", "--offline",
                "--no_progress", "--data_dir", work_dir, "--model_dir", model_dir, *extra]
     start = time.perf_counter()
@@ -173,8 +173,8 @@ def pathway(data_dir, work_dir, epochs):
     for architecture, label, flags in (("paper", "text only", ["--no_img"]), ("paper", "own", []),
                                        ("paper", "shuffled", []), ("authors", "own", []), ("authors", "shuffled", [])):
         folder = folders["own" if label == "text only" else label]
-        _, metrics = full_run(folder, ["--architecture", architecture, "--num_train_epochs", str(epochs),
-                                       "--model_dir", os.path.join(folder, f"model_{architecture}"), *flags])
+        _, metrics = full_run(folder, ["--architecture", architecture, "--num_train_epochs", str(epochs), *flags],
+                              f"model_{architecture}_{label.replace(' ', '_')}")
         test = metrics["test"]
         rows.append((f"pathway, {architecture}, {label} image features: test F1 (P / R)",
                      f"{100 * test['f1']:.2f} ({100 * test['precision']:.2f} / {100 * test['recall']:.2f})"))
