@@ -1,4 +1,4 @@
-"""Train and evaluate the Adaptive Co-attention Network (Zhang et al., AAAI 2018) on Twitter-2015.
+"""Train and evaluate the Adaptive Co-attention Network (Zhang et al., AAAI 2018) on Twitter-2015 or Twitter-2017.
 
     python main.py --do_train --do_eval                 # train, keep the best dev checkpoint, score it on test
     python main.py --do_eval                            # score the checkpoint in --model_dir again

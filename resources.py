@@ -23,6 +23,10 @@ VGG_FEATURES_URL = "https://drive.google.com/uc?id=" + VGG_FEATURES_GDRIVE_ID
 
 # ImageNet VGG16 weights (torchvision's file); the name carries the first 8 hex digits of the file's sha256
 VGG16_WEIGHTS_URL = "https://download.pytorch.org/models/vgg16-397923af.pth"
+# Keras' Caffe-converted VGG16 in Theano layout, what the authors' extractor loaded (save_vgg_feature.py --preprocess
+# caffe/authors reads it; never downloaded automatically)
+KERAS_VGG16_TH_WEIGHTS_URL = ("https://github.com/fchollet/deep-learning-models/releases/download/v0.1/"
+                              "vgg16_weights_th_dim_ordering_th_kernels_notop.h5")
 VGG16_WEIGHTS_SHA256_PREFIX = "397923af"
 
 # Twitter-2015 and Twitter-2017 as released with UMT (Yu et al., ACL 2020): CoNLL text in the repository, the

@@ -1,6 +1,7 @@
-"""Extract VGG16 pool5 features (49 regions x 512) for every image of Twitter-2015.
+"""Extract VGG16 pool5 features (49 regions x 512) for every image of a data set (--dataset).
 
-    python save_vgg_feature.py --data_dir ./data --img_dir ner_img            # writes data/img_vgg_features.pt
+    python save_vgg_feature.py                                                # writes data/twitter2015/img_vgg_features.pt
+    python save_vgg_feature.py --dataset twitter2017                          # images from the UMT archive when missing
     python save_vgg_feature.py --vgg_weights vgg16-397923af.pth --dtype float16
     python save_vgg_feature.py --preprocess seed                              # re-make the seed's published file
     python save_vgg_feature.py --preprocess authors --vgg_weights vgg16_weights_th_dim_ordering_th_kernels_notop.h5
@@ -77,8 +78,8 @@ MODE_EXTENSIONS = {"torchvision": IMAGE_EXTENSIONS, "caffe": IMAGE_EXTENSIONS, "
 
 TORCHVISION_SHA256_PREFIX = resources.VGG16_WEIGHTS_SHA256_PREFIX  # torchvision names checkpoints after their sha256
 TORCHVISION_WEIGHTS = os.path.basename(resources.VGG16_WEIGHTS_URL)
-KERAS_TH_WEIGHTS = "vgg16_weights_th_dim_ordering_th_kernels_notop.h5"
-KERAS_TH_WEIGHTS_URL = "https://github.com/fchollet/deep-learning-models/releases/download/v0.1/" + KERAS_TH_WEIGHTS
+KERAS_TH_WEIGHTS = os.path.basename(resources.KERAS_VGG16_TH_WEIGHTS_URL)
+KERAS_TH_WEIGHTS_URL = resources.KERAS_VGG16_TH_WEIGHTS_URL
 KERAS_CONV_LAYERS = [f"block{block}_conv{i}" for block, convs in ((1, 2), (2, 2), (3, 3), (4, 3), (5, 3))
                      for i in range(1, convs + 1)]  # Keras' names of the 13 conv layers, in order
 HDF5_SIGNATURE = b"\x89HDF\r\n\x1a\n"
@@ -488,7 +489,8 @@ def image_ids(data_dir, files):
 
 
 def build_parser():
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                                allow_abbrev=False)
     p.add_argument("--dataset", choices=list(resources.DATASETS), default="twitter2015", help="which data set: sets "
                    "the defaults of --data_dir, --img_dir and --files; its images are downloaded (the UMT archive) "
                    "when the image folder is missing")
