@@ -375,8 +375,8 @@ def train_model(args, splits, vocab, features, device, seed, model_dir):
 
 
 def load_trained(args, device, model_dir):
-    """The best checkpoint of `model_dir` with its own vocabulary. Model flags given explicitly that contradict
-    the checkpoint are an error; flags left at their defaults take the checkpoint's values."""
+    """The best checkpoint of `model_dir` with its own vocabulary. Model flags given on the command line that
+    contradict the checkpoint are an error; flags not given take the checkpoint's values."""
     checkpoint = os.path.join(model_dir, trainer.CHECKPOINT_FILE)
     model, vocab, saved = trainer.load_checkpoint(checkpoint, device)
     wanted = {field: getattr(args, flag) for field, flag in MODEL_FLAGS.items() if flag in args.given_flags}
@@ -428,9 +428,8 @@ def evaluate_model(args, model, saved, splits, vocab, features, device, model_di
 def train_and_evaluate(args, device, memory):
     """--do_train and/or --do_eval of one model in --model_dir."""
     wall_start = time.time()
-    needed = ["train", "dev"] + (["test"] if args.do_eval or args.vocab_from == "all" else [])
     if args.do_train:
-        splits = read_splits(args, needed)
+        splits = read_splits(args, ["train", "dev"] + (["test"] if args.do_eval or args.vocab_from == "all" else []))
         vocab = make_vocab(args, splits)
     else:
         model, vocab, saved = load_trained(args, device, args.model_dir)
