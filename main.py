@@ -54,26 +54,25 @@ def positive_float(text):
     return value
 
 
-def int_list(text):
-    message = f"expected comma-separated positive integers such as 2,3,4, got {text!r}"
+def comma_ints(text, message, valid):
+    """argparse helper: comma-separated integers that pass `valid(values)`, else `message`."""
     try:
         values = [int(part) for part in text.split(",")]
     except ValueError:
         raise argparse.ArgumentTypeError(message) from None
-    if not values or min(values) <= 0:
+    if not valid(values):
         raise argparse.ArgumentTypeError(message)
     return values
+
+
+def int_list(text):
+    return comma_ints(text, f"expected comma-separated positive integers such as 2,3,4, got {text!r}",
+                      lambda values: min(values) > 0)
 
 
 def seed_list(text):
-    message = f"expected distinct comma-separated non-negative integers such as 7,8,9, got {text!r}"
-    try:
-        values = [int(part) for part in text.split(",")]
-    except ValueError:
-        raise argparse.ArgumentTypeError(message) from None
-    if min(values) < 0 or len(set(values)) != len(values):
-        raise argparse.ArgumentTypeError(message)
-    return values
+    return comma_ints(text, f"expected distinct comma-separated non-negative integers such as 7,8,9, got {text!r}",
+                      lambda values: min(values) >= 0 and len(set(values)) == len(values))
 
 
 PRESETS = {  # the authors' released setup (jinlanfu/NERmultimodal multimodal_ner.py; RMSprop as Keras 1.2's defaults)

@@ -19,7 +19,6 @@ import zipfile
 import numpy as np
 import torch
 
-import resources
 
 logger = logging.getLogger(__name__)
 

@@ -76,6 +76,18 @@ def random_examples(lengths, word_len=6, seed=0, num_words=30, num_chars=20, num
     return examples, data.FeatureTable(regions, {}, [])
 
 
+def train_on_batch(model, batch, learning_rate, steps=30):
+    """`steps` Adam updates of `model` on one batch; returns the loss before the first and after the last."""
+    optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
+    first = model.loss(batch).item()
+    for _ in range(steps):
+        loss = model.loss(batch)
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return first, model.loss(batch).item()
+
+
 @pytest.fixture
 def tiny_data(tmp_path):
     """A data folder with train/dev/test and a features file; dev has a tweet longer than max_seq_len=8."""

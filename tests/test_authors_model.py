@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import data_loader as data
-from conftest import random_examples
+from conftest import random_examples, train_on_batch
 from model import (ACN, AuthorsACN, KerasBiLSTM, ModelConfig, build_model, hard_sigmoid, left_align, right_align,
                    theano_same_padding)
 
@@ -257,14 +257,8 @@ def test_training_a_few_steps_lowers_the_loss():
     torch.manual_seed(0)
     model = AuthorsACN(small_config(char_dropout=0.0))
     batch = make_batch([5, 7, 3])
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.02)
-    first = model.loss(batch).item()
-    for _ in range(30):
-        loss = model.loss(batch)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    assert loss.item() < 0.3 * first
+    first, last = train_on_batch(model, batch, learning_rate=0.02)
+    assert last < 0.3 * first
     # still in training mode: batch norm uses this batch's statistics (its running averages, Keras momentum 0.99,
     # are far from them after 30 steps); no dropout in this config
     assert model.decode(batch) == [t[:n] for t, n in zip(batch.tag_ids.tolist(), [5, 7, 3])]

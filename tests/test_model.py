@@ -7,7 +7,7 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 import data_loader as data
 import trainer
 from model import ACN, CharCNN, ModelConfig, build_model, reverse_each
-from conftest import random_examples
+from conftest import random_examples, train_on_batch
 from reference import LiteralACN, literal_coattention
 
 
@@ -108,14 +108,8 @@ def test_loss_decreases_when_training_on_a_batch():
     model = ACN(config())
     examples, features = random_batch([5, 7, 3])
     batch = data.collate(examples, features)
-    optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
-    first = model.loss(batch).item()
-    for _ in range(30):
-        loss = model.loss(batch)
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    assert loss.item() < 0.2 * first
+    first, last = train_on_batch(model, batch, learning_rate=0.01)
+    assert last < 0.2 * first
     assert [len(tags) for tags in model.decode(batch)] == [5, 7, 3]
 
 

@@ -8,7 +8,6 @@ import data_loader as data
 import images
 import save_vgg_feature as vgg
 import resources
-import utils
 from conftest import write_conll
 
 # torchvision's vgg16().features: convolutions at these indices (ReLU after each, max-pool at 4, 9, 16, 23, 30)

@@ -281,7 +281,7 @@ def test_extractor_refuses_what_it_cannot_rebuild(tmp_path, monkeypatch):
     wanted = f"made with vgg16.pth; pass --vgg_weights PATH to vgg16.pth \\(sha256 {sha256}\\)"
     with pytest.raises(data.DataError, match=wanted):
         vgg.extractor_from_provenance(record)
-    with pytest.raises(data.DataError, match=f"other.pth: sha256 [0-9a-f]+, but these features were made with vgg16"):
+    with pytest.raises(data.DataError, match="other.pth: sha256 [0-9a-f]+, but these features were made with vgg16"):
         vgg.extractor_from_provenance(record, vgg_weights=other)
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
     torchvision_record = {**record, "weights_file": "vgg16-397923af.pth", "weights_sha256": "397923af" + "0" * 56}
