@@ -666,14 +666,19 @@ def results_markdown(results):
               "| " + " | ".join(f"{100 * s['test_f1_' + t]['mean']:.2f} +- {100 * s['test_f1_' + t]['std']:.2f}"
                                 for t in types) + " |"]
     config = results["configuration"]
-    changed = {k: v for k, v in config.items() if k in DEFAULTS and DEFAULTS[k] != v}
+    dataset = config.get("dataset", "twitter2015")
+    defaults = dataset_defaults(dataset)
+    changed = {k: v for k, v in config.items() if k in defaults and defaults[k] != v}
     wall = [r["wall_seconds"] for r in results["per_seed"]]
-    lines += ["", f"Seeds {results['seeds']}; wall time per seed {statistics.mean(wall):.0f} s (training and "
-              f"evaluation); settings that differ from the defaults: {json.dumps(changed) if changed else 'none'}."]
+    lines += ["", f"Data set {dataset}; seeds {results['seeds']}; wall time per seed {statistics.mean(wall):.0f} s "
+              f"(training and evaluation); settings that differ from the data set's defaults: "
+              f"{json.dumps(changed) if changed else 'none'}."]
     return "\n".join(lines) + "\n"
 
 
-DEFAULTS = vars(resolve_dataset_defaults(build_parser().parse_args([])))
+def dataset_defaults(dataset):
+    """Every flag's default for `dataset` (its folder and file names included), as a dict."""
+    return vars(resolve_dataset_defaults(build_parser().parse_args(["--dataset", dataset])))
 
 
 def terminate(signum, frame):

@@ -31,6 +31,16 @@ def test_seed_summary_arithmetic_and_table():
     assert '"hidden_dim": 16' in table[-1] and '"optimizer"' not in table[-1]  # only settings off their default
 
 
+def test_seed_table_compares_settings_with_the_defaults_of_their_dataset():
+    rows = [main.seed_row(seed, fake_metrics(0.5, {"MISC": 0.4})) for seed in (7, 8)]
+    config = {"dataset": "twitter2017", "train_file": "train.txt", "dev_file": "valid.txt", "test_file": "test.txt",
+              "img_dir": "twitter2017_images", "data_dir": "/elsewhere", "seed": 7}
+    last_line = main.results_markdown(main.summarise_seeds([7, 8], rows, config)).splitlines()[-1]
+    assert last_line.startswith("Data set twitter2017;") and '"data_dir": "/elsewhere"' in last_line
+    for name in ("train_file", "dev_file", "test_file", "img_dir"):  # the data set's own names are its defaults
+        assert f'"{name}"' not in last_line
+
+
 def test_seeds_train_each_seed_into_its_folder(tmp_path, tiny_data):
     data_dir, _ = tiny_data
     assert run_main(tmp_path, data_dir, "--do_train", "--do_eval", "--seeds", "7,8", "--num_train_epochs", "1") == 0
