@@ -106,6 +106,9 @@ def build_parser():
     a("--attention_limit", type=positive_int, default=20, help="--save_attention draws the first N tweets")
     a("--seeds", type=seed_list, default=None, help="run --do_train --do_eval once per seed (e.g. 7,8,9) into "
       "<model_dir>/seed_<s>/ and summarise in <model_dir>/results.md and results.json")
+    a("--summarise", nargs="+", metavar="RUN_DIR", default=None, help="instead of training: summarise finished "
+      "single-seed runs (each the --model_dir of a --do_train --do_eval run, all with the same settings but the seed, "
+      "e.g. run in parallel) into <model_dir>/results.md and results.json, as --seeds does")
     # where things are
     a("--dataset", choices=list(resources.DATASETS), default="twitter2015", help="which data set: sets the "
       "defaults of --data_dir, the split file names and --img_dir, and where missing files are downloaded from")
@@ -196,8 +199,10 @@ def parse_args(argv=None):
     args = parser.parse_args(argv)
     args.given_flags = given_flags(argv)
     args = apply_preset(resolve_dataset_defaults(args))
-    if not (args.do_train or args.do_eval or args.do_predict):
-        parser.error("nothing to do: give --do_train, --do_eval and/or --do_predict")
+    if args.summarise and (args.do_train or args.do_eval or args.do_predict or args.seeds):
+        parser.error("--summarise only reads finished runs: give it without --do_train/--do_eval/--do_predict/--seeds")
+    if not (args.do_train or args.do_eval or args.do_predict or args.summarise):
+        parser.error("nothing to do: give --do_train, --do_eval, --do_predict and/or --summarise")
     if args.hidden_dim % 2:
         parser.error(f"argument --hidden_dim: must be even (two LSTM directions of k/2), got {args.hidden_dim}")
     if 0 < args.word_vocab_size < 3 or 0 < args.char_vocab_size < 3:
@@ -636,6 +641,50 @@ def run_seeds(args, device, memory):
     return 0
 
 
+# Flags that may differ between runs of one configuration: where a run goes, how it is run, and what it tags after.
+PER_RUN_FLAGS = {"seed", "seeds", "model_dir", "threads", "no_cuda", "no_progress", "verbose", "offline", "do_train",
+                 "do_eval", "do_predict", "pred_file", "text", "image", "vgg_weights", "pred_output",
+                 "save_attention", "attention_limit", "summarise"}
+
+
+def summarise_runs(run_dirs, model_dir):
+    """--summarise: results.md and results.json in `model_dir` from single-seed runs that were made apart (e.g. in
+    parallel), exactly as --seeds writes them. The runs must share every setting but the seed."""
+    flags = {action.dest for action in build_parser()._actions}
+    per_seed, settings, first = [], None, None
+    for run_dir in run_dirs:
+        config_path = os.path.join(run_dir, "config.json")
+        if not os.path.isfile(config_path):
+            raise data.DataError(f"{config_path}: no such file; --summarise takes the --model_dir of finished "
+                                 f"--do_train --do_eval runs")
+        try:
+            with open(config_path, encoding="utf-8") as f:
+                config = json.load(f)
+        except (OSError, ValueError) as exc:
+            raise data.DataError(f"{config_path}: cannot be read as JSON ({exc}); that run cannot be summarised")
+        metrics = read_metrics(run_dir)
+        if "test" not in metrics or "wall_seconds" not in metrics:
+            raise data.DataError(f"{run_dir}: has no test scores in metrics.json (the run did not finish its "
+                                 f"evaluation). Score it with --do_eval --model_dir {run_dir}, or leave it out.")
+        run_settings = {k: v for k, v in config.items() if k in flags and k not in PER_RUN_FLAGS}
+        if settings is None:
+            settings, first = run_settings, run_dir
+        elif run_settings != settings:
+            differences = [f"{k}: {settings.get(k)!r} vs {run_settings.get(k)!r}" for k in sorted(settings.keys() |
+                           run_settings.keys()) if settings.get(k) != run_settings.get(k)]
+            raise data.DataError(f"{run_dir} was run with other settings than {first}:\n  " +
+                                 "\n  ".join(differences) + "\nSummarise runs of one configuration only.")
+        per_seed.append(seed_row(config["seed"], metrics))
+    seeds = [row["seed"] for row in per_seed]
+    if len(set(seeds)) != len(seeds):
+        raise data.DataError(f"--summarise: two runs have the same seed ({seeds}); give each seed once")
+    results = summarise_seeds(seeds, per_seed, {**settings, "model_dir": model_dir})
+    utils.atomic_write_json(os.path.join(model_dir, "results.json"), results)
+    utils.atomic_write_text(os.path.join(model_dir, "results.md"), results_markdown(results))
+    logger.info("\n%s", results_markdown(results))
+    return 0
+
+
 def seed_row(seed, metrics):
     return {"seed": seed, "best_epoch": metrics["best_epoch"], "wall_seconds": metrics["wall_seconds"],
             **{f"{split}_{m}": metrics[split][m] for split in ("dev", "test") for m in ("precision", "recall", "f1")},
@@ -692,6 +741,8 @@ def main(argv=None):
     utils.init_logger(args.verbose)
     signal.signal(signal.SIGTERM, terminate)
     try:
+        if args.summarise:
+            return summarise_runs(args.summarise, args.model_dir)
         if args.do_train or args.do_eval:
             with utils.folder_lock(args.model_dir):
                 return run(args)

@@ -54,6 +54,49 @@ def test_seeds_train_each_seed_into_its_folder(tmp_path, tiny_data):
     assert (model_dir / "results.md").read_text() == main.results_markdown(results)
 
 
+def test_summarise_gives_what_seeds_gives_for_runs_made_apart(tmp_path, tiny_data):
+    data_dir, _ = tiny_data
+    assert run_main(tmp_path / "together", data_dir, "--do_train", "--do_eval", "--seeds", "7,8",
+                    "--num_train_epochs", "1") == 0
+    for seed in ("8", "7"):  # in another order, each in its own folder, as parallel jobs would
+        assert run_main(tmp_path / f"apart_{seed}", data_dir, "--do_train", "--do_eval", "--seed", seed,
+                        "--num_train_epochs", "1", "--threads", "1") == 0
+    runs = [str(tmp_path / f"apart_{seed}" / "model") for seed in ("8", "7")]
+    assert main.main(["--summarise", *runs, "--model_dir", str(tmp_path / "summary")]) == 0
+    together = json.loads((tmp_path / "together" / "model" / "results.json").read_text())
+    apart = json.loads((tmp_path / "summary" / "results.json").read_text())
+    assert apart["seeds"] == [8, 7]
+    drop_wall = [{k: v for k, v in row.items() if k != "wall_seconds"} for row in together["per_seed"]]
+    assert [{k: v for k, v in row.items() if k != "wall_seconds"} for row in apart["per_seed"]] == drop_wall[::-1]
+    assert apart["summary"] == together["summary"]  # the same numbers, so the same mean and std
+    assert (tmp_path / "summary" / "results.md").read_text() == main.results_markdown(apart)
+    assert apart["configuration"]["model_dir"] == str(tmp_path / "summary")
+
+
+def test_summarise_refuses_runs_of_other_settings_unfinished_runs_and_repeated_seeds(tmp_path, tiny_data, capsys):
+    data_dir, _ = tiny_data
+    for name, extra in (("a", []), ("b", ["--seed", "8", "--hidden_dim", "8"]), ("c", ["--seed", "9"])):
+        assert run_main(tmp_path / name, data_dir, "--do_train", "--do_eval", "--num_train_epochs", "1", *extra) == 0
+    a, b, c = (str(tmp_path / name / "model") for name in "abc")
+    out = str(tmp_path / "summary")
+    assert main.main(["--summarise", a, b, "--model_dir", out]) == 2
+    err = capsys.readouterr().err
+    assert f"{b} was run with other settings than {a}" in err and "hidden_dim: 16 vs 8" in err
+    assert main.main(["--summarise", a, a, "--model_dir", out]) == 2
+    assert "two runs have the same seed ([7, 7])" in capsys.readouterr().err
+    metrics_path = tmp_path / "c" / "model" / "metrics.json"
+    metrics = json.loads(metrics_path.read_text())
+    del metrics["test"]  # as a run stopped before its evaluation leaves it
+    metrics_path.write_text(json.dumps(metrics))
+    assert main.main(["--summarise", a, c, "--model_dir", out]) == 2
+    assert f"{c}: has no test scores" in capsys.readouterr().err
+    assert main.main(["--summarise", a, str(tmp_path), "--model_dir", out]) == 2
+    assert "config.json: no such file" in capsys.readouterr().err
+    assert not (tmp_path / "summary").exists()  # nothing written from a refused summary
+    with pytest.raises(SystemExit):
+        main.parse_args(["--summarise", a, "--do_train"])
+
+
 def test_training_curve_draws_the_history(tmp_path, tiny_data):
     data_dir, _ = tiny_data
     run_main(tmp_path, data_dir, "--do_train", "--logging_steps", "2")
