@@ -181,6 +181,31 @@ def test_attention_maps_in_the_batch_layout_and_the_same_for_every_word():
     torch.testing.assert_close(u[0, 0], u[0, 9])
 
 
+@pytest.mark.parametrize("architecture", ["authors", "paper"])
+def test_what_the_image_changes_in_the_emissions(architecture):
+    """Give a tweet another image and look at how its emission scores move. In the released network u_t is the
+    same at every position and enters the emissions linearly, so the image shifts every word's tag scores by one
+    and the same vector: it can say which types a tweet holds, not which word is one. In the paper's network the
+    filtration gate s_t, computed from h_t, scales the image's part word by word."""
+    torch.manual_seed(0)
+    model = build_model(small_config(architecture=architecture, hidden_dim=6)).eval()
+    batch = make_batch([7])
+    other = torch.rand(batch.region_feats.shape, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        for parameter in model.parameters():  # larger weights than at initialisation, so that differences show
+            parameter.mul_(2.0)
+        emissions, _ = model(batch)                                                 # (1, 7, tags)
+        batch.region_feats = other
+        moved = model(batch)[0] - emissions                                         # (1, 7, tags)
+    largest = moved.abs().max()
+    assert largest > 1e-3  # the image does reach the emissions
+    spread = (moved[0] - moved[0, :1]).abs().max()  # how much the shift differs between the words
+    if architecture == "authors":
+        assert spread < 1e-4 * largest, moved  # one vector for the whole tweet, up to float rounding
+    else:
+        assert spread > 0.05 * largest, moved
+
+
 def test_keras_lstm_equals_the_keras_step_equations():
     """KerasBiLSTM against Keras 1.2's LSTM.step written out per gate, the backward layer reading the reversed
     sequence and its outputs reversed back (Bidirectional, merge_mode='concat')."""
