@@ -96,6 +96,9 @@ def build_parser():
     a("--image", help="with --text: the tweet's image file")
     a("--vgg_weights", help="raw tweets with images: the VGG16 weights file that made the training features (as "
       "their provenance record names it); default: torchvision's cached checkpoint when that is the one")
+    a("--image_pipeline", choices=save_vgg_feature.MODES, default=None, help="raw tweets with images, for a model "
+      "whose training features have no provenance record: the save_vgg_feature.py --preprocess mode that made them "
+      "(the published img_vgg_features.pt: seed, with torchvision's weights), with --vgg_weights for other weights")
     a("--pred_output", help="where --do_predict writes (default: <model_dir>/<pred_file name>.predicted, "
       "or .predicted.jsonl for raw tweets)")
     a("--save_attention", action="store_true", help="with --do_predict: a PNG of the visual attention (7 x 7 grid) "
@@ -211,6 +214,8 @@ def parse_args(argv=None):
         parser.error("--do_predict needs --pred_file or --text")
     if args.pred_file and args.text is not None:
         parser.error("give --pred_file or --text, not both")
+    if args.image_pipeline and not args.do_predict:
+        parser.error("--image_pipeline goes with --do_predict (it says how to extract the images of raw tweets)")
     if args.image and args.text is None:
         parser.error("--image goes with --text (in a JSONL --pred_file, give each tweet's \"image\")")
     if args.architecture == "authors" and (args.no_img or args.attention != "concat"):
@@ -503,9 +508,9 @@ def predict_file(args, device):
     return 0
 
 
-def image_pipeline(model_dir, vgg_weights, offline, device):
+def image_pipeline(model_dir, vgg_weights, offline, device, stated_mode=None):
     """The feature extractor that made the features a model was trained on, from the provenance record its
-    config.json carries."""
+    config.json carries, or, for features without one, from the mode the user states (--image_pipeline)."""
     path = os.path.join(model_dir, "config.json")
     try:
         with open(path, encoding="utf-8") as f:
@@ -513,8 +518,15 @@ def image_pipeline(model_dir, vgg_weights, offline, device):
     except (OSError, ValueError) as exc:
         raise data.DataError(f"{path}: cannot be read ({exc}); it records how the training features were made, "
                              f"which tagging raw tweets with images needs. Point --model_dir at a trained run.") from None
-    return save_vgg_feature.extractor_from_provenance(provenance if isinstance(provenance, dict) else None,
-                                                      vgg_weights, offline, device)
+    provenance = provenance if isinstance(provenance, dict) else None
+    if provenance is not None and stated_mode is not None and stated_mode != provenance.get("mode"):
+        raise data.DataError(f"{path}: the training features were made with --preprocess {provenance.get('mode')} "
+                             f"(their provenance record), not {stated_mode}: drop --image_pipeline.")
+    if provenance is None and stated_mode is not None:
+        provenance, vgg_weights = save_vgg_feature.stated_provenance(stated_mode, vgg_weights, offline)
+        logger.info("The training features have no provenance record; as --image_pipeline states, images are "
+                    "extracted with --preprocess %s and %s", stated_mode, vgg_weights)
+    return save_vgg_feature.extractor_from_provenance(provenance, vgg_weights, offline, device)
 
 
 def raw_features(records, extractor):
@@ -545,7 +557,8 @@ def predict_raw(args, device):
     features, problems = None, {}
     if model.config.use_image:
         needs_images = any(record.image is not None for record in records)
-        extractor = image_pipeline(args.model_dir, args.vgg_weights, args.offline, device) if needs_images else None
+        extractor = (image_pipeline(args.model_dir, args.vgg_weights, args.offline, device, args.image_pipeline)
+                     if needs_images else None)
         features, problems = raw_features(records, extractor)
     split.examples = data.encode_tweets(split.tweets, vocab, model.config.max_word_len, features)
     predicted = trainer.predict(model, split.examples, len(split.tweets), vocab, features, args.eval_batch_size,

@@ -439,6 +439,14 @@ class Extractor:
         return {path: regions.float() for path, regions in stored.items()}, failures
 
 
+def stated_provenance(mode, vgg_weights=None, offline=False):
+    """A provenance record for a feature file that carries none, from what the user states: made by `mode` with
+    `vgg_weights` (torchvision's checkpoint, cached or downloaded, when None). Marked as stated, not recorded."""
+    path = resolve_weights(vgg_weights, offline, mode)
+    return {"mode": mode, "weights_file": os.path.basename(path), "weights_sha256": utils.sha256_of(path),
+            "dtype": "float32", "stated_by_user": True}, path
+
+
 def extractor_from_provenance(provenance, vgg_weights=None, offline=False, device="cpu", batch_size=32, workers=0):
     """An Extractor that makes features exactly as the feature file whose "__provenance__" record this is.
 
@@ -447,7 +455,9 @@ def extractor_from_provenance(provenance, vgg_weights=None, offline=False, devic
     """
     if not isinstance(provenance, dict):
         raise DataError("The feature file has no provenance record, so how its features were made is unknown: "
-                        "re-extract it with save_vgg_feature.py (which records it), then use that file.")
+                        "re-extract it with save_vgg_feature.py (which records it), then use that file; or, if you "
+                        "know how it was made, say so with main.py --image_pipeline MODE (the published "
+                        "img_vgg_features.pt: --image_pipeline seed).")
     lacking = [key for key in PROVENANCE_NEEDED if not provenance.get(key)]
     if lacking or provenance["mode"] not in MODES or provenance["dtype"] not in ("float32", "float16"):
         raise DataError(f"The provenance record lacks {lacking or 'a known mode and dtype'} (it has "

@@ -110,7 +110,50 @@ def test_images_without_a_provenance_record_say_what_to_do(tmp_path, tiny_data, 
     run_main(tmp_path, data_dir, "--do_train", "--num_train_epochs", "1")
     Image.new("RGB", (64, 64)).save(tmp_path / "x.jpg")
     assert predict(tmp_path, data_dir, "--text", "Obama", "--image", str(tmp_path / "x.jpg")) == 2
-    assert "no provenance record" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "no provenance record" in err and "--image_pipeline seed" in err
+
+
+def test_image_pipeline_states_how_recordless_features_were_made(tmp_path, tiny_data, monkeypatch, capsys):
+    """A model trained on features without a record (as the published file) tags raw tweets with images once the
+    user states the pipeline; the features it sees are that pipeline's."""
+    data_dir, _ = tiny_data
+    run_main(tmp_path, data_dir, "--do_train", "--num_train_epochs", "1")
+    torch.manual_seed(3)
+    weights = tmp_path / "vgg16.pth"
+    torch.save(vgg.VGG16Features().state_dict(), weights)
+    Image.new("RGB", (64, 64), (10, 120, 250)).save(tmp_path / "x.jpg")
+    seen = []
+    real_predict = main.trainer.predict
+
+    def spy(model, examples, num_tweets, vocab, features, *rest):
+        seen.append(features.gather(features.rows(["1"])))
+        return real_predict(model, examples, num_tweets, vocab, features, *rest)
+
+    monkeypatch.setattr(main.trainer, "predict", spy)
+    image = ["--text", "Obama in Paris", "--image", str(tmp_path / "x.jpg"), "--vgg_weights", str(weights)]
+    assert predict(tmp_path, data_dir, *image, "--image_pipeline", "seed") == 0
+    assert json.loads(capsys.readouterr().out)["image_feature"] == "image"
+    record = {"mode": "seed", "weights_file": "vgg16.pth", "weights_sha256": utils.sha256_of(weights),
+              "dtype": "float32"}
+    expected, _ = vgg.extractor_from_provenance(record, str(weights)).features([str(tmp_path / "x.jpg")])
+    torch.testing.assert_close(seen[0][0], expected[str(tmp_path / "x.jpg")])
+    other, _ = vgg.extractor_from_provenance({**record, "mode": "torchvision"}, str(weights)).features(
+        [str(tmp_path / "x.jpg")])
+    assert not torch.allclose(seen[0][0], other[str(tmp_path / "x.jpg")])  # the stated mode is the one used
+    assert predict(tmp_path, data_dir, *image, "--image_pipeline", "caffe") == 2  # torchvision-style weights
+    assert "--preprocess caffe needs Caffe-converted VGG16 weights" in capsys.readouterr().err
+
+
+def test_image_pipeline_may_not_contradict_the_record(trained, capsys):
+    tmp_path, data_dir, weights = trained  # its record says torchvision
+    Image.new("RGB", (64, 64)).save(tmp_path / "x.jpg")
+    image = ["--text", "Obama", "--image", str(tmp_path / "x.jpg"), "--vgg_weights", weights]
+    assert predict(tmp_path, data_dir, *image, "--image_pipeline", "seed") == 2
+    assert "made with --preprocess torchvision (their provenance record), not seed" in capsys.readouterr().err
+    assert predict(tmp_path, data_dir, *image, "--image_pipeline", "torchvision") == 0
+    with pytest.raises(SystemExit):
+        main.parse_args(["--do_train", "--image_pipeline", "seed"])
 
 
 def test_offline_without_the_weights_names_the_flag(trained, capsys):
