@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 
 import torch
 
+import resources
+import utils
+
 logger = logging.getLogger(__name__)
 
 PAD, UNK = "[PAD]", "[UNK]"  # index 0 and 1 of the word and char vocabularies
@@ -598,6 +601,14 @@ class Split:
     @property
     def img_ids(self):
         return [t.img_id for t in self.tweets]
+
+
+def dataset_file(dataset, data_dir, file_name, offline=False):
+    """The path of `file_name` in `data_dir`, downloaded first from the public copy of `dataset` (a name of
+    resources.DATASETS) when it is missing and one of that data set's split files."""
+    return utils.fetch_file(os.path.join(data_dir, file_name), resources.DATASETS[dataset].file_url(file_name),
+                            lambda path: read_tweets(path), f"point --data_dir at a folder that holds the {dataset} "
+                            f"files", offline)
 
 
 def read_split(name, path):

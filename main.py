@@ -238,20 +238,8 @@ def parse_args(argv=None):
 # ----------------------------------------------------------------------------------------------------------------
 # Files: found locally, or downloaded from their public location when they have one.
 
-def resource_path(path, url, check, avoid_hint, offline):
-    """Return `path`, downloading it from `url` first if it is missing (and a URL is known)."""
-    if os.path.exists(path) or url is None:  # a folder in its place is for the reader to report, not to download
-        return path
-    if offline:
-        raise utils.DownloadError(f"{path} is missing and --offline forbids downloading it from {url}.\n"
-                                  f"  Put the file there, or: {avoid_hint}")
-    return utils.download(url, path, check=check, avoid_hint=avoid_hint)
-
-
 def data_path(args, file_name):
-    url = resources.DATASETS[args.dataset].file_url(file_name)
-    return resource_path(os.path.join(args.data_dir, file_name), url, lambda p: data.read_tweets(p),
-                         f"point --data_dir at a folder that holds the {args.dataset} files", args.offline)
+    return data.dataset_file(args.dataset, args.data_dir, file_name, args.offline)
 
 
 def feature_path(args):
@@ -262,13 +250,13 @@ def feature_path(args):
             f"--data_dir {args.data_dir}`, or train text-only with --no_img")
     if url is None and not os.path.exists(path):
         raise utils.DownloadError(f"{path} is missing and has no public copy to download.\n  To fix: {hint}")
-    return resource_path(path, url, utils.check_torch_zip, hint, args.offline)
+    return utils.fetch_file(path, url, utils.check_torch_zip, hint, args.offline)
 
 
 def wordvec_path(args):
     url = resources.WORD_VECTORS_URL if args.w2v_file == resources.WORD_VECTORS_FILE else None
-    return resource_path(os.path.join(args.wordvec_dir, args.w2v_file), url, utils.check_text_lines,
-                         "train with random word embeddings: --no_w2v", args.offline)
+    return utils.fetch_file(os.path.join(args.wordvec_dir, args.w2v_file), url, utils.check_text_lines,
+                           "train with random word embeddings: --no_w2v", args.offline)
 
 
 # ----------------------------------------------------------------------------------------------------------------

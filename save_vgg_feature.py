@@ -60,7 +60,7 @@ from tqdm import tqdm
 
 import resources
 import utils
-from data_loader import PROVENANCE_KEY, DataError, open_feature_file, read_tweets
+from data_loader import PROVENANCE_KEY, DataError, dataset_file, open_feature_file, read_tweets
 from images import IMAGE_EXTENSIONS, ImageError, find_image, open_image, read_image
 
 logger = logging.getLogger(__name__)
@@ -490,10 +490,12 @@ def extractor_from_provenance(provenance, vgg_weights=None, offline=False, devic
 
 # ----------------------------------------------------------------------------------------------------------------
 
-def image_ids(data_dir, files):
+def image_ids(dataset, data_dir, files, offline=False):
+    """The image ids of `files` in `data_dir`, in order, each once; a missing split file of `dataset` is first
+    downloaded, as main.py does."""
     ids = []
     for name in files:
-        tweets, _ = read_tweets(os.path.join(data_dir, name))
+        tweets, _ = read_tweets(dataset_file(dataset, data_dir, name, offline))
         ids += [tweet.img_id for tweet in tweets]
     return list(dict.fromkeys(ids))
 
@@ -524,7 +526,8 @@ def build_parser():
     p.add_argument("--batch_size", type=utils.int_at_least(1), default=32, help="images per forward pass")
     p.add_argument("--workers", type=utils.int_at_least(0), default=2, help="image-decoding worker processes")
     p.add_argument("--no_cuda", action="store_true", help="run on the CPU even when CUDA is available")
-    p.add_argument("--offline", action="store_true", help="never download (the VGG16 weights, the image archive)")
+    p.add_argument("--offline", action="store_true", help="never download (the data set's text files, the VGG16 "
+                   "weights, the image archive)")
     return p
 
 
@@ -546,7 +549,7 @@ def main(argv=None):
     device = "cuda" if torch.cuda.is_available() and not args.no_cuda else "cpu"
     try:
         check_mode_available(args.preprocess)
-        ids = image_ids(args.data_dir, [f for f in args.files.split(",") if f])
+        ids = image_ids(args.dataset, args.data_dir, [f for f in args.files.split(",") if f], args.offline)
         if PROVENANCE_KEY in ids:
             raise DataError(f"an image id is {PROVENANCE_KEY!r}, the key reserved for the provenance record.")
         weights_path = resolve_weights(args.vgg_weights, args.offline, args.preprocess)

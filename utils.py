@@ -320,6 +320,16 @@ def images_hint(dataset, image_dir, archive_path):
             f"{dataset.archive_folder}/ to {image_dir}")
 
 
+def fetch_file(path, url, check, avoid_hint, offline):
+    """Return `path`, downloading it from `url` first if it is missing (and a URL is known)."""
+    if os.path.exists(path) or url is None:  # a folder in its place is for the reader to report, not to download
+        return path
+    if offline:
+        raise DownloadError(f"{path} is missing and --offline forbids downloading it from {url}.\n"
+                            f"  Put the file there, or: {avoid_hint}")
+    return download(url, path, check=check, avoid_hint=avoid_hint)
+
+
 def fetch_images(dataset, data_dir, offline=False, img_dir=None, quiet=False):
     """Return the image folder `<data_dir>/<img_dir>` of `dataset` (a resources.Dataset; `img_dir` defaults to its
     own), first downloading its image archive to `<data_dir>/<archive name>` and extracting the data set's folder

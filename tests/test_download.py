@@ -377,15 +377,17 @@ def test_main_offline_failure_is_one_clear_message(server, tmp_path, monkeypatch
 
 
 def test_extractor_downloads_the_archive_and_extracts_twitter2017(server, tmp_path, monkeypatch, capsys):
-    """save_vgg_feature.py --dataset twitter2017: the archive comes from the (local) server, only
-    twitter2017_images/ is extracted, and every id of the three files gets a feature or a listed failure."""
+    """save_vgg_feature.py --dataset twitter2017 on an empty folder: the three text files and the archive come from
+    the (local) server, only twitter2017_images/ is extracted, and every id of the three files gets a feature or a
+    listed failure."""
     FILES["/archive/umt.zip"] = make_archive()
-    monkeypatch.setitem(resources.DATASETS, "twitter2017", served(server, "twitter2017", "/archive/umt.zip"))
-    data_dir = tmp_path / "data"
-    data_dir.mkdir()
     ids = IMAGES["twitter2017_images"] + ["17_06_99999"]  # the last has no image in the archive
     for name, chunk in (("train.txt", ids[:2]), ("valid.txt", ids[2:3]), ("test.txt", ids[3:])):
-        write_conll(data_dir / name, [(img_id, [("x", "O")]) for img_id in chunk])
+        text = write_conll(tmp_path / f"served_{name}", [(img_id, [("x", "O")]) for img_id in chunk])
+        FILES[f"/text2017/{name}"] = text.read_bytes()
+    monkeypatch.setitem(resources.DATASETS, "twitter2017", dataclasses.replace(
+        served(server, "twitter2017", "/archive/umt.zip"), text_url=server + "/text2017/{file}"))
+    data_dir = tmp_path / "data"
     torch.manual_seed(0)
     weights = tmp_path / "vgg16.pth"
     torch.save(vgg.VGG16Features().state_dict(), weights)
@@ -398,6 +400,15 @@ def test_extractor_downloads_the_archive_and_extracts_twitter2017(server, tmp_pa
     failures = (data_dir / "img_vgg_features.pt.failures.tsv").read_text().splitlines()
     assert [line.split("\t")[0] for line in failures] == ["17_06_99999"]
     assert "Wrote 3 features" in capsys.readouterr().out
+    for name in ("train.txt", "valid.txt", "test.txt"):
+        assert (data_dir / name).read_bytes() == FILES[f"/text2017/{name}"]
+
+
+def test_extractor_offline_without_the_text_names_the_file(tmp_path, capsys):
+    assert vgg.main(["--dataset", "twitter2017", "--data_dir", str(tmp_path / "d"), "--offline"]) == 2
+    err = capsys.readouterr().err
+    assert f"{tmp_path / 'd' / 'train.txt'} is missing and --offline forbids downloading it from" in err
+    assert "jefferyYu/UMT" in err and "Traceback" not in err
 
 
 def test_extractor_offline_without_images_says_where_to_put_them(tmp_path, capsys):
