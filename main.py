@@ -11,6 +11,7 @@ import os
 os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "8")
 
 import argparse  # noqa: E402 - after the environment setting above, which must precede torch's first use
+import contextlib  # noqa: E402
 import dataclasses  # noqa: E402
 import json  # noqa: E402
 import logging  # noqa: E402
@@ -204,6 +205,8 @@ def parse_args(argv=None):
     args = apply_preset(resolve_dataset_defaults(args))
     if args.summarise and (args.do_train or args.do_eval or args.do_predict or args.seeds):
         parser.error("--summarise only reads finished runs: give it without --do_train/--do_eval/--do_predict/--seeds")
+    if args.summarise and "model_dir" not in args.given_flags:
+        parser.error("--summarise needs --model_dir: the folder for results.md and results.json")
     if not (args.do_train or args.do_eval or args.do_predict or args.summarise):
         parser.error("nothing to do: give --do_train, --do_eval, --do_predict and/or --summarise")
     if args.hidden_dim % 2:
@@ -214,8 +217,9 @@ def parse_args(argv=None):
         parser.error("--do_predict needs --pred_file or --text")
     if args.pred_file and args.text is not None:
         parser.error("give --pred_file or --text, not both")
-    if args.image_pipeline and not args.do_predict:
-        parser.error("--image_pipeline goes with --do_predict (it says how to extract the images of raw tweets)")
+    if args.image_pipeline and not (args.text is not None or (args.pred_file or "").lower().endswith(".jsonl")):
+        parser.error("--image_pipeline goes with --do_predict on raw tweets (--text, or a .jsonl --pred_file): it "
+                     "says how to extract their images")
     if args.image and args.text is None:
         parser.error("--image goes with --text (in a JSONL --pred_file, give each tweet's \"image\")")
     if args.architecture == "authors" and (args.no_img or args.attention != "concat"):
@@ -391,17 +395,27 @@ def load_trained(args, device, model_dir):
     return model, vocab, saved
 
 
+def read_run_json(path, advice):
+    """A JSON file a run wrote; a DataError naming it and saying what to do (`advice`) when it cannot be read."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError) as exc:
+        raise data.DataError(f"{path}: cannot be read as JSON ({exc}). {advice}") from None
+
+
 def read_metrics(model_dir):
     """metrics.json of an earlier run in `model_dir` (its training record), or {} when there is none."""
     path = os.path.join(model_dir, "metrics.json")
     if not os.path.isfile(path):
         return {}
-    try:
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
-    except (OSError, ValueError) as exc:
-        raise data.DataError(f"{path}: cannot be read as JSON ({exc}). Delete it (it only keeps the training record "
-                             f"of the run) and evaluate again.") from None
+    return read_run_json(path, "Delete it (it only keeps the training record of the run) and evaluate again.")
+
+
+def read_config(model_dir, advice):
+    """config.json of a trained run in `model_dir` (every setting, the image features' record), or None."""
+    path = os.path.join(model_dir, "config.json")
+    return read_run_json(path, advice) if os.path.isfile(path) else None
 
 
 def evaluate_model(args, model, saved, splits, vocab, features, device, model_dir, metrics, memory, wall_start):
@@ -500,12 +514,9 @@ def image_pipeline(model_dir, vgg_weights, offline, device, stated_mode=None):
     """The feature extractor that made the features a model was trained on, from the provenance record its
     config.json carries, or, for features without one, from the mode the user states (--image_pipeline)."""
     path = os.path.join(model_dir, "config.json")
-    try:
-        with open(path, encoding="utf-8") as f:
-            provenance = (json.load(f).get("image_features") or {}).get("provenance")
-    except (OSError, ValueError) as exc:
-        raise data.DataError(f"{path}: cannot be read ({exc}); it records how the training features were made, "
-                             f"which tagging raw tweets with images needs. Point --model_dir at a trained run.") from None
+    config = read_config(model_dir, "It records how the training features were made, which tagging raw tweets with "
+                                    "images needs. Point --model_dir at a trained run.")
+    provenance = ((config or {}).get("image_features") or {}).get("provenance")
     provenance = provenance if isinstance(provenance, dict) else None
     if provenance is not None and stated_mode is not None and stated_mode != provenance.get("mode"):
         raise data.DataError(f"{path}: the training features were made with --preprocess {provenance.get('mode')} "
@@ -635,55 +646,84 @@ def run_seeds(args, device, memory):
         metrics = evaluate_model(args, model, saved, splits, vocab, features, device, model_dir, metrics, memory,
                                  wall_start)
         per_seed.append(seed_row(seed, metrics))
-    results = summarise_seeds(args.seeds, per_seed, {k: v for k, v in vars(args).items() if k not in ("seeds", "seed")})
-    utils.atomic_write_json(os.path.join(args.model_dir, "results.json"), results)
-    utils.atomic_write_text(os.path.join(args.model_dir, "results.md"), results_markdown(results))
-    logger.info("\n%s", results_markdown(results))
+    write_results(args.model_dir, summarise_seeds(args.seeds, per_seed, run_configuration(vars(args))))
     return 0
 
 
-# Flags that may differ between runs of one configuration: where a run goes, how it is run, and what it tags after.
-PER_RUN_FLAGS = {"seed", "seeds", "model_dir", "threads", "no_cuda", "no_progress", "verbose", "offline", "do_train",
-                 "do_eval", "do_predict", "pred_file", "text", "image", "vgg_weights", "pred_output",
-                 "save_attention", "attention_limit", "summarise"}
+# How a run is run and what it tags afterwards, not what it trains: left out of a multi-seed summary's settings.
+RUN_ONLY_FLAGS = {"seed", "seeds", "summarise", "do_train", "do_eval", "do_predict", "threads", "no_cuda",
+                  "no_progress", "verbose", "offline", "pred_file", "text", "image", "vgg_weights", "image_pipeline",
+                  "pred_output", "save_attention", "attention_limit"}
+# Where a run's files are: recorded, but runs of one configuration may use other folders (--summarise compares
+# what the folders held instead: config.json's data counts, vocabulary and image-feature record).
+LOCATION_FLAGS = {"model_dir", "data_dir", "wordvec_dir", "img_dir"}
 
 
-def summarise_runs(run_dirs, model_dir):
-    """--summarise: results.md and results.json in `model_dir` from single-seed runs that were made apart (e.g. in
-    parallel), exactly as --seeds writes them. The runs must share every setting but the seed."""
-    flags = {action.dest for action in build_parser()._actions}
-    per_seed, settings, first = [], None, None
-    for run_dir in run_dirs:
-        config_path = os.path.join(run_dir, "config.json")
-        if not os.path.isfile(config_path):
-            raise data.DataError(f"{config_path}: no such file; --summarise takes the --model_dir of finished "
-                                 f"--do_train --do_eval runs")
-        try:
-            with open(config_path, encoding="utf-8") as f:
-                config = json.load(f)
-        except (OSError, ValueError) as exc:
-            raise data.DataError(f"{config_path}: cannot be read as JSON ({exc}); that run cannot be summarised")
-        metrics = read_metrics(run_dir)
-        if "test" not in metrics or "wall_seconds" not in metrics:
-            raise data.DataError(f"{run_dir}: has no test scores in metrics.json (the run did not finish its "
-                                 f"evaluation). Score it with --do_eval --model_dir {run_dir}, or leave it out.")
-        run_settings = {k: v for k, v in config.items() if k in flags and k not in PER_RUN_FLAGS}
-        if settings is None:
-            settings, first = run_settings, run_dir
-        elif run_settings != settings:
-            differences = [f"{k}: {settings.get(k)!r} vs {run_settings.get(k)!r}" for k in sorted(settings.keys() |
-                           run_settings.keys()) if settings.get(k) != run_settings.get(k)]
-            raise data.DataError(f"{run_dir} was run with other settings than {first}:\n  " +
-                                 "\n  ".join(differences) + "\nSummarise runs of one configuration only.")
-        per_seed.append(seed_row(config["seed"], metrics))
-    seeds = [row["seed"] for row in per_seed]
-    if len(set(seeds)) != len(seeds):
-        raise data.DataError(f"--summarise: two runs have the same seed ({seeds}); give each seed once")
-    results = summarise_seeds(seeds, per_seed, {**settings, "model_dir": model_dir})
+def run_configuration(values):
+    """The settings of a run (every flag but RUN_ONLY_FLAGS) from `values` (vars(args), or a config.json of a run
+    made before a flag existed: that flag takes its default)."""
+    defaults = vars(build_parser().parse_args([]))
+    return {flag: values.get(flag, default) for flag, default in defaults.items() if flag not in RUN_ONLY_FLAGS}
+
+
+def write_results(model_dir, results):
     utils.atomic_write_json(os.path.join(model_dir, "results.json"), results)
     utils.atomic_write_text(os.path.join(model_dir, "results.md"), results_markdown(results))
     logger.info("\n%s", results_markdown(results))
+
+
+def finished_run(run_dir):
+    """config.json and metrics.json of a finished --do_train --do_eval run in `run_dir`."""
+    config = read_config(run_dir, "that run cannot be summarised")
+    if config is None:
+        raise data.DataError(f"{os.path.join(run_dir, 'config.json')}: no such file; --summarise takes the "
+                             f"--model_dir of finished --do_train --do_eval runs")
+    metrics = read_metrics(run_dir)
+    if "test" not in metrics or "wall_seconds" not in metrics or not isinstance(config.get("seed"), int):
+        raise data.DataError(f"{run_dir}: has no test scores in metrics.json, or no seed in config.json (the run "
+                             f"did not finish). Score it with --do_eval --model_dir {run_dir}, or leave it out.")
+    return config, metrics
+
+
+def comparable_settings(config):
+    """What must be the same in runs of one configuration: the settings but the folders, and what the folders
+    held (data counts, vocabulary, image-feature record)."""
+    settings = {k: v for k, v in run_configuration(config).items() if k not in LOCATION_FLAGS}
+    return {**settings, **{key: config.get(key) for key in ("data", "vocab", "image_features")}}
+
+
+def summarise_runs(run_dirs, model_dir):
+    """--summarise: results.md and results.json in `model_dir` from single-seed runs made apart (e.g. in parallel),
+    as --seeds writes them. The runs must share every setting but the seed; each is locked while it is read, so a
+    run still training is refused."""
+    per_seed, first, seen = [], None, set()
+    with contextlib.ExitStack() as locks:
+        for run_dir in run_dirs:
+            if not os.path.isdir(run_dir):
+                raise data.DataError(f"{run_dir}: no such folder; --summarise takes the --model_dir of finished runs")
+            if os.path.realpath(run_dir) in seen:
+                raise data.DataError(f"--summarise: {run_dir} is given twice; give each run once")
+            seen.add(os.path.realpath(run_dir))
+            locks.enter_context(utils.folder_lock(run_dir))
+            config, metrics = finished_run(run_dir)
+            if first is None:
+                first = run_dir, config
+            differences = [f"{k}: {a!r} vs {b!r}" for k, a, b in differing(comparable_settings(first[1]),
+                                                                            comparable_settings(config))]
+            if differences:
+                raise data.DataError(f"{run_dir} was run with other settings than {first[0]}:\n  " +
+                                     "\n  ".join(differences) + "\nSummarise runs of one configuration only.")
+            per_seed.append(seed_row(config["seed"], metrics))
+    seeds = [row["seed"] for row in per_seed]
+    if len(set(seeds)) != len(seeds):
+        raise data.DataError(f"--summarise: two runs have the same seed ({seeds}); give each seed once")
+    write_results(model_dir, summarise_seeds(seeds, per_seed, {**run_configuration(first[1]), "model_dir": model_dir}))
     return 0
+
+
+def differing(a, b):
+    """(key, value in a, value in b) for every key where the dicts `a` and `b` differ, in key order."""
+    return [(k, a.get(k), b.get(k)) for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k)]
 
 
 def seed_row(seed, metrics):

@@ -443,7 +443,12 @@ def stated_provenance(mode, vgg_weights=None, offline=False):
     """A provenance record for a feature file that carries none, from what the user states: made by `mode` with
     `vgg_weights` (torchvision's checkpoint, cached or downloaded, when None). Marked as stated, not recorded."""
     path = resolve_weights(vgg_weights, offline, mode)
-    return {"mode": mode, "weights_file": os.path.basename(path), "weights_sha256": utils.sha256_of(path),
+    sha256 = utils.sha256_of(path)
+    if mode == "seed" and not sha256.startswith(TORCHVISION_SHA256_PREFIX):
+        logger.warning("%s is not torchvision's %s (sha256 %s...), which the published features were made with: the "
+                       "features of your images will not match them unless your feature file was made with this "
+                       "file.", path, TORCHVISION_WEIGHTS, sha256[:16])
+    return {"mode": mode, "weights_file": os.path.basename(path), "weights_sha256": sha256,
             "dtype": "float32", "stated_by_user": True}, path
 
 

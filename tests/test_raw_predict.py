@@ -152,8 +152,11 @@ def test_image_pipeline_may_not_contradict_the_record(trained, capsys):
     assert predict(tmp_path, data_dir, *image, "--image_pipeline", "seed") == 2
     assert "made with --preprocess torchvision (their provenance record), not seed" in capsys.readouterr().err
     assert predict(tmp_path, data_dir, *image, "--image_pipeline", "torchvision") == 0
-    with pytest.raises(SystemExit):
-        main.parse_args(["--do_train", "--image_pipeline", "seed"])
+    capsys.readouterr()
+    for flags in (["--do_train"], ["--do_predict", "--pred_file", str(data_dir / "test")]):  # no raw tweets
+        with pytest.raises(SystemExit):
+            main.parse_args([*flags, "--image_pipeline", "seed"])
+        assert "--image_pipeline goes with --do_predict on raw tweets" in capsys.readouterr().err
 
 
 def test_offline_without_the_weights_names_the_flag(trained, capsys):

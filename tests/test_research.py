@@ -1,5 +1,7 @@
 """Research workflow: multi-seed summaries, training curves, attention maps."""
 import json
+import re
+import shutil
 import statistics
 
 import numpy as np
@@ -61,29 +63,36 @@ def test_summarise_gives_what_seeds_gives_for_runs_made_apart(tmp_path, tiny_dat
     for seed in ("8", "7"):  # in another order, each in its own folder, as parallel jobs would
         assert run_main(tmp_path / f"apart_{seed}", data_dir, "--do_train", "--do_eval", "--seed", seed,
                         "--num_train_epochs", "1", "--threads", "1") == 0
-    runs = [str(tmp_path / f"apart_{seed}" / "model") for seed in ("8", "7")]
+    runs = [str(tmp_path / f"apart_{seed}" / "model") for seed in ("7", "8")]
     assert main.main(["--summarise", *runs, "--model_dir", str(tmp_path / "summary")]) == 0
     together = json.loads((tmp_path / "together" / "model" / "results.json").read_text())
     apart = json.loads((tmp_path / "summary" / "results.json").read_text())
-    assert apart["seeds"] == [8, 7]
+    assert apart["seeds"] == [7, 8]
     drop_wall = [{k: v for k, v in row.items() if k != "wall_seconds"} for row in together["per_seed"]]
-    assert [{k: v for k, v in row.items() if k != "wall_seconds"} for row in apart["per_seed"]] == drop_wall[::-1]
+    assert [{k: v for k, v in row.items() if k != "wall_seconds"} for row in apart["per_seed"]] == drop_wall
     assert apart["summary"] == together["summary"]  # the same numbers, so the same mean and std
-    assert (tmp_path / "summary" / "results.md").read_text() == main.results_markdown(apart)
-    assert apart["configuration"]["model_dir"] == str(tmp_path / "summary")
+    assert apart["configuration"] == {**together["configuration"], "model_dir": str(tmp_path / "summary")}
+
+    def comparable(text, model_dir):  # the tables and the settings line, but the wall time and the output folder
+        return re.sub(r"wall time per seed \d+ s", "", text).replace(model_dir, "OUT")
+
+    assert (comparable((tmp_path / "summary" / "results.md").read_text(), str(tmp_path / "summary")) ==
+            comparable((tmp_path / "together" / "model" / "results.md").read_text(), str(tmp_path / "together" / "model")))
 
 
 def test_summarise_refuses_runs_of_other_settings_unfinished_runs_and_repeated_seeds(tmp_path, tiny_data, capsys):
     data_dir, _ = tiny_data
-    for name, extra in (("a", []), ("b", ["--seed", "8", "--hidden_dim", "8"]), ("c", ["--seed", "9"])):
+    for name, extra in (("a", []), ("b", ["--seed", "8", "--hidden_dim", "8"]), ("c", ["--seed", "9"]), ("d", [])):
         assert run_main(tmp_path / name, data_dir, "--do_train", "--do_eval", "--num_train_epochs", "1", *extra) == 0
-    a, b, c = (str(tmp_path / name / "model") for name in "abc")
+    a, b, c, d = (str(tmp_path / name / "model") for name in "abcd")
     out = str(tmp_path / "summary")
     assert main.main(["--summarise", a, b, "--model_dir", out]) == 2
     err = capsys.readouterr().err
     assert f"{b} was run with other settings than {a}" in err and "hidden_dim: 16 vs 8" in err
-    assert main.main(["--summarise", a, a, "--model_dir", out]) == 2
+    assert main.main(["--summarise", a, d, "--model_dir", out]) == 2
     assert "two runs have the same seed ([7, 7])" in capsys.readouterr().err
+    assert main.main(["--summarise", a, a + "/", "--model_dir", out]) == 2
+    assert f"{a}/ is given twice" in capsys.readouterr().err
     metrics_path = tmp_path / "c" / "model" / "metrics.json"
     metrics = json.loads(metrics_path.read_text())
     del metrics["test"]  # as a run stopped before its evaluation leaves it
@@ -92,9 +101,30 @@ def test_summarise_refuses_runs_of_other_settings_unfinished_runs_and_repeated_s
     assert f"{c}: has no test scores" in capsys.readouterr().err
     assert main.main(["--summarise", a, str(tmp_path), "--model_dir", out]) == 2
     assert "config.json: no such file" in capsys.readouterr().err
+    with utils.folder_lock(c):  # as a run still training holds its folder
+        assert main.main(["--summarise", a, c, "--model_dir", out]) == 2
+    assert f"{c} is in use by another run" in capsys.readouterr().err
     assert not (tmp_path / "summary").exists()  # nothing written from a refused summary
-    with pytest.raises(SystemExit):
-        main.parse_args(["--summarise", a, "--do_train"])
+    for flags in (["--summarise", a, "--do_train", "--model_dir", out], ["--summarise", a]):
+        with pytest.raises(SystemExit):
+            main.parse_args(flags)
+    assert "--summarise needs --model_dir" in capsys.readouterr().err
+
+
+def test_summarise_compares_what_the_folders_held_not_where_they_are(tmp_path, tiny_data, capsys):
+    data_dir, _ = tiny_data
+    elsewhere = tmp_path / "copy"
+    shutil.copytree(data_dir, elsewhere)  # the same data in another folder, as on another machine
+    assert run_main(tmp_path / "a", data_dir, "--do_train", "--do_eval", "--num_train_epochs", "1") == 0
+    assert run_main(tmp_path / "b", elsewhere, "--do_train", "--do_eval", "--num_train_epochs", "1", "--seed", "8") == 0
+    runs = [str(tmp_path / name / "model") for name in "ab"]
+    assert main.main(["--summarise", *runs, "--model_dir", str(tmp_path / "summary")]) == 0
+    with open(elsewhere / "train", "a", encoding="utf-8") as f:  # now other data in that folder
+        f.write("IMGID:extra\nParis\tB-LOC\n\n")
+    assert run_main(tmp_path / "c", elsewhere, "--do_train", "--do_eval", "--num_train_epochs", "1", "--seed", "9") == 0
+    assert main.main(["--summarise", runs[0], str(tmp_path / "c" / "model"), "--model_dir", str(tmp_path / "s2")]) == 2
+    err = capsys.readouterr().err
+    assert "data: " in err and "'tweets': 40" in err and "'tweets': 41" in err
 
 
 def test_training_curve_draws_the_history(tmp_path, tiny_data):
