@@ -140,9 +140,10 @@ def full_run(work_dir, extra, model_name="model"):
 ENTITY_TYPES = ["PER", "LOC", "ORG", "OTHER"]
 
 
-def type_pattern_features(splits, seed=0):
+def type_pattern_features(splits, seed=0, scale=1.0):
     """Per image: synthetic ReLU noise, plus, for every entity type in its tweet, that type's block of 128
-    channels raised by 1 in every region. The image tells which types its tweet holds, not where they are."""
+    channels raised by 1 in every region, all times `scale`. The image tells which types its tweet holds, not where
+    they are."""
     generator = torch.Generator().manual_seed(seed)
     features = {}
     for split in splits.values():
@@ -151,16 +152,16 @@ def type_pattern_features(splits, seed=0):
             for i, entity_type in enumerate(ENTITY_TYPES):
                 if f"B-{entity_type}" in tweet.tags:
                     regions[:, 128 * i:128 * (i + 1)] += 1.0
-            features[tweet.img_id] = regions.half()
+            features[tweet.img_id] = (scale * regions).half()
     return features
 
 
-def pathway(data_dir, work_dir, epochs, authors_epochs):
+def pathway(data_dir, work_dir, epochs, authors_epochs, scale=1.0):
     """Test F1 of text-only, own-image and shuffled-image runs of both architectures, seed 7, each under its own
     protocol: `paper` with the defaults (Adam) for `epochs`, `authors` with --preset authors (RMSprop, batch 10) for
     `authors_epochs`. The authors have no text-only model."""
     splits = {name: data.read_split(name, os.path.join(data_dir, name)) for name in ("train", "dev", "test")}
-    features = type_pattern_features(splits)
+    features = type_pattern_features(splits, scale=scale)
     ids = list(features)
     shuffled_ids = ids[:]
     random.Random(0).shuffle(shuffled_ids)  # every tweet gets another tweet's image
@@ -252,12 +253,14 @@ def main():
     p.add_argument("--pathway_epochs", type=int, default=3, help="training epochs of the pathway runs of `paper`")
     p.add_argument("--pathway_authors_epochs", type=int, default=12,
                    help="training epochs of the pathway runs of `authors` (under --preset authors)")
+    p.add_argument("--pathway_scale", type=float, default=1.0,
+                   help="multiply the pathway features by this (the authors' model reads raw, unnormalised regions)")
     args = p.parse_args()
     work_dir = args.work_dir or tempfile.mkdtemp(prefix="acn-bench-")
     logging.basicConfig(level=logging.ERROR)
 
     if args.pathway:
-        rows = pathway(args.data_dir, work_dir, args.pathway_epochs, args.pathway_authors_epochs)
+        rows = pathway(args.data_dir, work_dir, args.pathway_epochs, args.pathway_authors_epochs, args.pathway_scale)
     else:
         rows = throughput_rows(args, work_dir)
     width = max(len(name) for name, _ in rows)
