@@ -173,6 +173,7 @@ def pathway(data_dir, work_dir, epochs, authors_epochs, scale=1.0):
             shutil.copy(os.path.join(data_dir, name), folders[label])
         torch.save(table, os.path.join(folders[label], "img_vgg_features.pt"))
     rows = []
+    other_features = os.path.join(folders["shuffled"], "img_vgg_features.pt")
     paper = ["--num_train_epochs", str(epochs)]
     authors = ["--preset", "authors", "--num_train_epochs", str(authors_epochs)]
     for architecture, label, flags in (("paper", "text only", [*paper, "--no_img"]), ("paper", "own", paper),
@@ -181,9 +182,38 @@ def pathway(data_dir, work_dir, epochs, authors_epochs, scale=1.0):
         folder = folders["own" if label == "text only" else label]
         _, metrics = full_run(folder, ["--seed", "7", *flags], f"model_{architecture}_{label.replace(' ', '_')}")
         test = metrics["test"]
-        rows.append((f"pathway, {architecture}, {label} image features: test F1 (P / R)",
+        name = f"pathway, {architecture}, {label} image features"
+        rows.append((f"{name}: test F1 (P / R)",
                      f"{100 * test['f1']:.2f} ({100 * test['precision']:.2f} / {100 * test['recall']:.2f})"))
+        if label == "own":
+            use = image_use(os.path.join(folder, f"model_{architecture}_own"), splits["test"],
+                            os.path.join(folder, "img_vgg_features.pt"), other_features)
+            rows.append((f"{name}: fusion gate g (the image's share of m), mean over test", f"{use['gate']:.3f}"))
+            rows.append((f"{name}: share of hv = tanh(W_v v̂) units saturated (|hv| > 0.99)",
+                         f"{use['saturated']:.2f}"))
+            rows.append((f"{name}: test F1 of this model given other tweets' features", f"{100 * use['f1']:.2f}"))
     return rows
+
+
+def image_use(model_dir, test, own_features_path, other_features_path):
+    """How much a trained model uses the image, on the test set: the mean of its fusion gate g (both architectures
+    have one: the image's share of the fused vector), the share of its visual units hv = tanh(W_v v̂) that are
+    saturated, and its test F1 when every tweet is given another tweet's features instead of its own."""
+    model, vocab, _ = trainer.load_checkpoint(os.path.join(model_dir, trainer.CHECKPOINT_FILE))
+    own = data.load_image_features(own_features_path, test.img_ids)
+    other = data.load_image_features(other_features_path, test.img_ids)
+    seen = {"gate": [], "visual": []}
+    hooks = [model.fusion.gate.register_forward_hook(lambda m, i, out: seen["gate"].append(torch.sigmoid(out))),
+             model.fusion.visual.register_forward_hook(lambda m, i, out: seen["visual"].append(torch.tanh(out)))]
+    test.examples = data.encode_tweets(test.tweets, vocab, model.config.max_word_len, own)
+    trainer.predict(model, test.examples, len(test.tweets), vocab, own, 32, torch.device("cpu"), progress=False)
+    for hook in hooks:
+        hook.remove()
+    gate = torch.cat([g.flatten() for g in seen["gate"]])                         # one value per position
+    visual = torch.cat([v.flatten() for v in seen["visual"]])                     # every unit of every position
+    test.examples = data.encode_tweets(test.tweets, vocab, model.config.max_word_len, other)
+    scores, _ = trainer.evaluate(model, test, vocab, other, 32, torch.device("cpu"), progress=False)
+    return {"gate": gate.mean().item(), "saturated": (visual.abs() > 0.99).float().mean().item(), "f1": scores["f1"]}
 
 
 def throughput_rows(args, work_dir):

@@ -11,6 +11,8 @@ import random
 import pytest
 import torch
 
+import bench
+import data_loader as data
 from conftest import run_main, write_conll
 
 NAMES = ["Jordan", "Washington", "Georgia", "Florence", "Chelsea", "Austin", "Sydney", "Dallas"]
@@ -74,6 +76,11 @@ def pathway_runs(tmp_path_factory):
                             "--learning_rate", "0.01", "--max_seq_len", "35", "--architecture", architecture,
                             *flags) == 0
             results[architecture, label] = json.loads((out / "model" / "metrics.json").read_text())["test"]["f1"]
+            if label == "image":  # how much the trained model leans on the image (bench.py's diagnostic)
+                test = data.read_split("test", str(data_dir / "test"))
+                results[architecture, "use"] = bench.image_use(str(out / "model"), test,
+                                                               str(data_dir / "img_vgg_features.pt"),
+                                                               str(shuffled_dir / "img_vgg_features.pt"))
     return results
 
 
@@ -84,3 +91,13 @@ def test_own_image_beats_text_only_and_shuffled_images_do_not(pathway_runs, arch
     assert image > 0.9, pathway_runs  # the image settles the type
     assert image > text + 0.25, pathway_runs  # text alone can only guess the type
     assert shuffled < text + 0.1, pathway_runs  # another tweet's image is no help
+
+
+@pytest.mark.parametrize("architecture", ["paper", "authors"])
+def test_image_use_diagnostic_sees_a_model_that_relies_on_its_image(pathway_runs, architecture):
+    """bench.py's image_use on a model that needs the image: its gate lets the image in, and other tweets' features
+    at evaluation cost it what the image gave."""
+    use = pathway_runs[architecture, "use"]
+    assert use["gate"] > 0.05, use
+    assert 0.0 <= use["saturated"] <= 1.0
+    assert use["f1"] < pathway_runs[architecture, "image"] - 0.25, (use, pathway_runs)
