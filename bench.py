@@ -2,6 +2,7 @@
 
     python bench.py --data_dir ../shared/data/twitter2015
     python bench.py --pathway   # the image-pathway experiment of the README (paper 3 epochs, authors 12)
+    python bench.py --pathway --pathway_scale 0.1   # the same with the features scaled by 0.1
 
 Prints one table: training throughput (tweets/s, steady state) of both architectures, evaluation throughput,
 tagging throughput of raw tweets (tokenising, and with images a random-weight VGG16 on the fly), the wall time,
