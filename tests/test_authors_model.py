@@ -282,8 +282,9 @@ def test_training_a_few_steps_lowers_the_loss():
     torch.manual_seed(0)
     model = AuthorsACN(small_config(char_dropout=0.0))
     batch = make_batch([5, 7, 3])
-    first, last = train_on_batch(model, batch, learning_rate=0.02, steps=60)  # converged (30 left one tag wrong
-    assert last < 0.3 * first                                                 # on one CPU and not on another)
+    # 60 steps: converged (after 30, one tag was still wrong on one CPU and right on another)
+    first, last = train_on_batch(model, batch, learning_rate=0.02, steps=60)
+    assert last < 0.3 * first
     # still in training mode: batch norm uses this batch's statistics (its running averages, Keras momentum 0.99,
     # are far from them after 30 steps); no dropout in this config
     assert model.decode(batch) == [t[:n] for t, n in zip(batch.tag_ids.tolist(), [5, 7, 3])]
