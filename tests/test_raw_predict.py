@@ -17,15 +17,32 @@ from conftest import run_main
 def trained(tmp_path, tiny_data):
     """A model trained on features whose provenance record names a random-weight VGG16 checkpoint."""
     data_dir, splits = tiny_data
-    torch.manual_seed(3)
-    weights = tmp_path / "vgg16.pth"
-    torch.save(vgg.VGG16Features().state_dict(), weights)
+    weights = random_vgg_weights(tmp_path / "vgg16.pth")
     features = torch.load(data_dir / "img_vgg_features.pt", weights_only=True)
     features[data.PROVENANCE_KEY] = {"mode": "torchvision", "weights_file": "vgg16.pth",
                                      "weights_sha256": utils.sha256_of(weights), "dtype": "float32"}
     torch.save(features, data_dir / "img_vgg_features.pt")
     assert run_main(tmp_path, data_dir, "--do_train", "--num_train_epochs", "1") == 0
     return tmp_path, data_dir, str(weights)
+
+
+def random_vgg_weights(path):
+    torch.manual_seed(3)
+    torch.save(vgg.VGG16Features().state_dict(), path)
+    return path
+
+
+def features_seen_by_the_model(monkeypatch):
+    """A list that receives, at each trainer.predict, the feature row the model gets for tweet id "1"."""
+    seen = []
+    real_predict = main.trainer.predict
+
+    def spy(model, examples, num_tweets, vocab, features, *rest):
+        seen.append(features.gather(features.rows(["1"])))
+        return real_predict(model, examples, num_tweets, vocab, features, *rest)
+
+    monkeypatch.setattr(main.trainer, "predict", spy)
+    return seen
 
 
 def write_jsonl(path, lines):
@@ -78,14 +95,7 @@ def test_the_image_changes_the_prediction_input(trained, monkeypatch):
     """The extracted features are the ones the model sees: a tweet with an image gets that image's feature row."""
     tmp_path, data_dir, weights = trained
     Image.new("RGB", (64, 64), (250, 250, 0)).save(tmp_path / "yellow.jpg")
-    seen = []
-    real_predict = main.trainer.predict
-
-    def spy(model, examples, num_tweets, vocab, features, *rest):
-        seen.append(features.gather(features.rows(["1"])))
-        return real_predict(model, examples, num_tweets, vocab, features, *rest)
-
-    monkeypatch.setattr(main.trainer, "predict", spy)
+    seen = features_seen_by_the_model(monkeypatch)
     assert predict(tmp_path, data_dir, "--text", "Obama in Paris", "--image", str(tmp_path / "yellow.jpg"),
                    "--vgg_weights", weights) == 0
     extractor = vgg.extractor_from_provenance(
@@ -119,18 +129,9 @@ def test_image_pipeline_states_how_recordless_features_were_made(tmp_path, tiny_
     user states the pipeline; the features it sees are that pipeline's."""
     data_dir, _ = tiny_data
     run_main(tmp_path, data_dir, "--do_train", "--num_train_epochs", "1")
-    torch.manual_seed(3)
-    weights = tmp_path / "vgg16.pth"
-    torch.save(vgg.VGG16Features().state_dict(), weights)
+    weights = random_vgg_weights(tmp_path / "vgg16.pth")
     Image.new("RGB", (64, 64), (10, 120, 250)).save(tmp_path / "x.jpg")
-    seen = []
-    real_predict = main.trainer.predict
-
-    def spy(model, examples, num_tweets, vocab, features, *rest):
-        seen.append(features.gather(features.rows(["1"])))
-        return real_predict(model, examples, num_tweets, vocab, features, *rest)
-
-    monkeypatch.setattr(main.trainer, "predict", spy)
+    seen = features_seen_by_the_model(monkeypatch)
     image = ["--text", "Obama in Paris", "--image", str(tmp_path / "x.jpg"), "--vgg_weights", str(weights)]
     assert predict(tmp_path, data_dir, *image, "--image_pipeline", "seed") == 0
     assert json.loads(capsys.readouterr().out)["image_feature"] == "image"
