@@ -90,7 +90,8 @@ def build_parser():
     # what to do
     a("--do_train", action="store_true", help="train on --train_file, keep the best checkpoint on --dev_file")
     a("--do_eval", action="store_true", help="score the best checkpoint on --dev_file and --test_file")
-    a("--do_predict", action="store_true", help="tag --pred_file with the best checkpoint")
+    a("--do_predict", action="store_true", help="tag --pred_file (or the one raw tweet of --text) with the best "
+      "checkpoint")
     a("--pred_file", help="file to tag with --do_predict: IMGID-CoNLL (tags optional; scored when present), or raw "
       "tweets as JSONL (name ending in .jsonl; one {\"text\": ..., \"image\": path, \"id\": ...} per line)")
     a("--text", help="with --do_predict: tag this one raw tweet (instead of --pred_file); prints its JSON")

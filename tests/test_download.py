@@ -368,7 +368,8 @@ def test_missing_features_without_a_public_copy_is_one_message(server, tmp_path,
 def test_main_offline_failure_is_one_clear_message(server, tmp_path, monkeypatch, capsys):
     monkeypatch.setitem(resources.DATASETS, "twitter2015", changed_dataset(
         "twitter2015", text_url=server + "/absent/{file}"))
-    assert main.main(["--data_dir", str(tmp_path / "data"), "--do_train", "--no_w2v"]) == 2
+    assert main.main(["--data_dir", str(tmp_path / "data"), "--model_dir", str(tmp_path / "model"), "--do_train",
+                      "--no_w2v"]) == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: Could not download {server}/absent/train")
     assert f"to {tmp_path / 'data' / 'train'}" in err and "--data_dir" in err and "Traceback" not in err

@@ -218,13 +218,14 @@ def test_interrupt_keeps_best_checkpoint(tmp_path, tiny_data, monkeypatch, caplo
 def test_impossible_arguments_stop_at_start(flags, message, capsys, tmp_path):
     do = [] if flags == [] else ["--do_train"]
     with pytest.raises(SystemExit) as exit_info:
-        main.main(["--data_dir", str(tmp_path / "does-not-exist"), *do, *flags])
+        main.main(["--data_dir", str(tmp_path / "does-not-exist"), "--model_dir", str(tmp_path / "model"), *do, *flags])
     assert exit_info.value.code == 2
     assert message in capsys.readouterr().err
 
 
 def test_missing_data_offline_names_url_path_and_flag(tmp_path, capsys):
-    assert main.main(["--data_dir", str(tmp_path), "--do_train", "--offline", "--no_w2v"]) == 2
+    assert main.main(["--data_dir", str(tmp_path), "--model_dir", str(tmp_path / "model"), "--do_train", "--offline",
+                      "--no_w2v"]) == 2
     err = capsys.readouterr().err
     assert f"{tmp_path}/train is missing and --offline forbids downloading it from https://" in err
     assert "--data_dir" in err

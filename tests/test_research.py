@@ -76,8 +76,9 @@ def test_summarise_gives_what_seeds_gives_for_runs_made_apart(tmp_path, tiny_dat
     def comparable(text, model_dir):  # the tables and the settings line, but the wall time and the output folder
         return re.sub(r"wall time per seed \d+ s", "", text).replace(model_dir, "OUT")
 
+    together_dir = tmp_path / "together" / "model"
     assert (comparable((tmp_path / "summary" / "results.md").read_text(), str(tmp_path / "summary")) ==
-            comparable((tmp_path / "together" / "model" / "results.md").read_text(), str(tmp_path / "together" / "model")))
+            comparable((together_dir / "results.md").read_text(), str(together_dir)))
 
 
 def test_summarise_refuses_runs_of_other_settings_unfinished_runs_and_repeated_seeds(tmp_path, tiny_data, capsys):
