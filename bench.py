@@ -11,6 +11,7 @@ as a child process), and one training step of our co-attention against the liter
 formulation of the same equations (tests/reference.py). On CUDA too when a GPU is present.
 """
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -206,14 +207,15 @@ def image_use(model_dir, test, own_features_path, other_features_path):
     seen = {"gate": [], "visual": []}
     hooks = [model.fusion.gate.register_forward_hook(lambda m, i, out: seen["gate"].append(torch.sigmoid(out))),
              model.fusion.visual.register_forward_hook(lambda m, i, out: seen["visual"].append(torch.tanh(out)))]
-    test.examples = data.encode_tweets(test.tweets, vocab, model.config.max_word_len, own)
-    trainer.predict(model, test.examples, len(test.tweets), vocab, own, 32, torch.device("cpu"), progress=False)
+    own_examples = data.encode_tweets(test.tweets, vocab, model.config.max_word_len, own)
+    trainer.predict(model, own_examples, len(test.tweets), vocab, own, 32, torch.device("cpu"), progress=False)
     for hook in hooks:
         hook.remove()
     gate = torch.cat([g.flatten() for g in seen["gate"]])                         # one value per position
     visual = torch.cat([v.flatten() for v in seen["visual"]])                     # every unit of every position
-    test.examples = data.encode_tweets(test.tweets, vocab, model.config.max_word_len, other)
-    scores, _ = trainer.evaluate(model, test, vocab, other, 32, torch.device("cpu"), progress=False)
+    with_other = dataclasses.replace(test, examples=data.encode_tweets(test.tweets, vocab, model.config.max_word_len,
+                                                                       other))   # the caller's split is left as it is
+    scores, _ = trainer.evaluate(model, with_other, vocab, other, 32, torch.device("cpu"), progress=False)
     return {"gate": gate.mean().item(), "saturated": (visual.abs() > 0.99).float().mean().item(), "f1": scores["f1"]}
 
 

@@ -607,8 +607,7 @@ def dataset_file(dataset, data_dir, file_name, offline=False):
     """The path of `file_name` in `data_dir`, downloaded first from the public copy of `dataset` (a name of
     resources.DATASETS) when it is missing and one of that data set's split files."""
     return utils.fetch_file(os.path.join(data_dir, file_name), resources.DATASETS[dataset].file_url(file_name),
-                            read_tweets, f"point --data_dir at a folder that holds the {dataset} "
-                            f"files", offline)
+                            read_tweets, f"point --data_dir at a folder that holds the {dataset} files", offline)
 
 
 def read_split(name, path):

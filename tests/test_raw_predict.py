@@ -124,7 +124,7 @@ def test_images_without_a_provenance_record_say_what_to_do(tmp_path, tiny_data, 
     assert "no provenance record" in err and "--image_pipeline seed" in err
 
 
-def test_image_pipeline_states_how_recordless_features_were_made(tmp_path, tiny_data, monkeypatch, capsys):
+def test_image_pipeline_states_how_recordless_features_were_made(tmp_path, tiny_data, monkeypatch, capsys, caplog):
     """A model trained on features without a record (as the published file) tags raw tweets with images once the
     user states the pipeline; the features it sees are that pipeline's."""
     data_dir, _ = tiny_data
@@ -135,6 +135,7 @@ def test_image_pipeline_states_how_recordless_features_were_made(tmp_path, tiny_
     image = ["--text", "Obama in Paris", "--image", str(tmp_path / "x.jpg"), "--vgg_weights", str(weights)]
     assert predict(tmp_path, data_dir, *image, "--image_pipeline", "seed") == 0
     assert json.loads(capsys.readouterr().out)["image_feature"] == "image"
+    assert "is not torchvision's vgg16-397923af.pth" in caplog.text  # random weights: said, not refused
     record = {"mode": "seed", "weights_file": "vgg16.pth", "weights_sha256": utils.sha256_of(weights),
               "dtype": "float32"}
     expected, _ = vgg.extractor_from_provenance(record, str(weights)).features([str(tmp_path / "x.jpg")])
