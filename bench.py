@@ -1,23 +1,19 @@
 """Speed and memory benchmark of ACN on the real Twitter-2015 text with synthetic full-size image features.
 
     python bench.py --data_dir ../shared/data/twitter2015
-    python bench.py --pathway   # the image-pathway experiment of the README (paper 3 epochs, authors 12)
+    python bench.py --pathway   # the image-pathway experiment (pathway.py; paper 3 epochs, authors 12)
     python bench.py --pathway --pathway_scale 0.1   # the same with the features scaled by 0.1
 
 Prints one table: training throughput (tweets/s, steady state) of both architectures, evaluation throughput,
 tagging throughput of raw tweets (tokenising, and with images a random-weight VGG16 on the fly), the wall time,
 peak resident and peak anonymous memory of the complete default run (`main.py --do_train --do_eval --no_w2v`, run
 as a child process), and one training step of our co-attention against the literal `.repeat()` + concat
-formulation of the same equations (tests/reference.py). On CUDA too when a GPU is present.
+formulation of the same equations (reference_model.py). On CUDA too when a GPU is present.
 """
 import argparse
-import dataclasses
-import json
 import logging
 import os
 import shutil
-import subprocess
-import sys
 import tempfile
 import time
 
@@ -30,12 +26,15 @@ import random  # noqa: E402
 from PIL import Image  # noqa: E402
 
 import data_loader as data  # noqa: E402
-import main as acn_main  # noqa: E402
+import image_features  # noqa: E402
+import predict  # noqa: E402
 import raw_tweets  # noqa: E402
-import save_vgg_feature as vgg  # noqa: E402
+import vgg  # noqa: E402
 import trainer  # noqa: E402
-from model import ACN, AuthorsACN, ModelConfig  # noqa: E402
-from tests.reference import LiteralACN  # noqa: E402
+from model import ACN, ModelConfig  # noqa: E402
+from model_authors import AuthorsACN  # noqa: E402
+from pathway import full_run, pathway  # noqa: E402
+from reference_model import LiteralACN  # noqa: E402
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 
@@ -64,7 +63,7 @@ def prepare(data_dir, work_dir):
             torch.save({k: v.to(getattr(torch, dtype)) for k, v in features.items()},
                        os.path.join(folder, "img_vgg_features.pt"))
     del features
-    return splits, data.load_image_features(os.path.join(work_dir, "float16", "img_vgg_features.pt"), ids)
+    return splits, image_features.load_image_features(os.path.join(work_dir, "float16", "img_vgg_features.pt"), ids)
 
 
 def time_training(model, examples, features, device, steps, batch_size=16, warmup=10, optimizer="adam"):
@@ -100,7 +99,7 @@ def time_raw_tagging(model, vocab, records, extractor, device):
     `extractor` is given: main.py's --do_predict path for a JSONL file."""
     start = time.perf_counter()
     tweets = raw_tweets.to_tweets([raw_tweets.record_from_text(r.text, r.image, r.id) for r in records])
-    features = acn_main.raw_features(records, extractor)[0]  # zero features for tweets without an image
+    features = predict.raw_features(records, extractor)[0]  # zero features for tweets without an image
     examples = data.encode_tweets(tweets, vocab, 30, features)
     trainer.predict(model, examples, len(tweets), vocab, features, 32, device, progress=False)
     sync(device)
@@ -120,103 +119,6 @@ def raw_records(split, work_dir, with_images, count=64):
             Image.new("RGB", (500, 375), tuple(rng.randrange(256) for _ in range(3))).save(image)
         records.append(raw_tweets.record_from_text(" ".join(tweet.tokens), image, str(i)))
     return records
-
-
-def full_run(work_dir, extra, model_name="model"):
-    """The complete default run as a user types it, in a child process: wall seconds, and the metrics it wrote
-    (peak resident memory VmHWM and peak anonymous memory RssAnon, as main.py measured itself)."""
-    model_dir = os.path.join(work_dir, model_name)
-    command = [sys.executable, os.path.join(HERE, "main.py"), "--do_train", "--do_eval", "--no_w2v", "--offline",
-               "--no_progress", "--data_dir", work_dir, "--model_dir", model_dir, *extra]
-    start = time.perf_counter()
-    subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    wall = time.perf_counter() - start
-    with open(os.path.join(model_dir, "metrics.json"), encoding="utf-8") as f:
-        metrics = json.load(f)
-    return wall, metrics
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# The image-pathway experiment: features that carry the entity types of their own tweet
-
-ENTITY_TYPES = ["PER", "LOC", "ORG", "OTHER"]
-
-
-def type_pattern_features(splits, seed=0, scale=1.0):
-    """Per image: synthetic ReLU noise, plus, for every entity type in its tweet, that type's block of 128
-    channels raised by 1 in every region, all times `scale`. The image tells which types its tweet holds, not where
-    they are."""
-    generator = torch.Generator().manual_seed(seed)
-    features = {}
-    for split in splits.values():
-        for tweet in split.tweets:
-            regions = torch.relu(torch.randn(49, 512, generator=generator))
-            for i, entity_type in enumerate(ENTITY_TYPES):
-                if f"B-{entity_type}" in tweet.tags:
-                    regions[:, 128 * i:128 * (i + 1)] += 1.0
-            features[tweet.img_id] = (scale * regions).half()
-    return features
-
-
-def pathway(data_dir, work_dir, epochs, authors_epochs, scale=1.0):
-    """Test F1 of text-only, own-image and shuffled-image runs of both architectures, seed 7, each under its own
-    protocol: `paper` with the defaults (Adam) for `epochs`, `authors` with --preset authors (RMSprop, batch 10) for
-    `authors_epochs`. The authors have no text-only model."""
-    splits = {name: data.read_split(name, os.path.join(data_dir, name)) for name in ("train", "dev", "test")}
-    features = type_pattern_features(splits, scale=scale)
-    ids = list(features)
-    shuffled_ids = ids[:]
-    random.Random(0).shuffle(shuffled_ids)  # every tweet gets another tweet's image
-    folders = {}
-    for label, table in (("own", features), ("shuffled", dict(zip(ids, (features[i] for i in shuffled_ids))))):
-        folders[label] = os.path.join(work_dir, f"pathway_{label}")
-        os.makedirs(folders[label], exist_ok=True)
-        for name in splits:
-            shutil.copy(os.path.join(data_dir, name), folders[label])
-        torch.save(table, os.path.join(folders[label], "img_vgg_features.pt"))
-    rows = []
-    other_features = os.path.join(folders["shuffled"], "img_vgg_features.pt")
-    paper = ["--num_train_epochs", str(epochs)]
-    authors = ["--preset", "authors", "--num_train_epochs", str(authors_epochs)]
-    for architecture, label, flags in (("paper", "text only", [*paper, "--no_img"]), ("paper", "own", paper),
-                                       ("paper", "shuffled", paper), ("authors", "own", authors),
-                                       ("authors", "shuffled", authors)):
-        folder = folders["own" if label == "text only" else label]
-        _, metrics = full_run(folder, ["--seed", "7", *flags], f"model_{architecture}_{label.replace(' ', '_')}")
-        test = metrics["test"]
-        name = f"pathway, {architecture}, {label} image features"
-        rows.append((f"{name}: test F1 (P / R)",
-                     f"{100 * test['f1']:.2f} ({100 * test['precision']:.2f} / {100 * test['recall']:.2f})"))
-        if label == "own":
-            use = image_use(os.path.join(folder, f"model_{architecture}_own"), splits["test"],
-                            os.path.join(folder, "img_vgg_features.pt"), other_features)
-            rows.append((f"{name}: fusion gate g (the image's share of m), mean over test", f"{use['gate']:.3f}"))
-            rows.append((f"{name}: share of hv = tanh(W_v v̂) units saturated (|hv| > 0.99)",
-                         f"{use['saturated']:.2f}"))
-            rows.append((f"{name}: test F1 of this model given other tweets' features", f"{100 * use['f1']:.2f}"))
-    return rows
-
-
-def image_use(model_dir, test, own_features_path, other_features_path):
-    """How much a trained model uses the image, on the test set: the mean of its fusion gate g (both architectures
-    have one: the image's share of the fused vector), the share of its visual units hv = tanh(W_v v̂) that are
-    saturated, and its test F1 when every tweet is given another tweet's features instead of its own."""
-    model, vocab, _ = trainer.load_checkpoint(os.path.join(model_dir, trainer.CHECKPOINT_FILE))
-    own = data.load_image_features(own_features_path, test.img_ids)
-    other = data.load_image_features(other_features_path, test.img_ids)
-    seen = {"gate": [], "visual": []}
-    hooks = [model.fusion.gate.register_forward_hook(lambda m, i, out: seen["gate"].append(torch.sigmoid(out))),
-             model.fusion.visual.register_forward_hook(lambda m, i, out: seen["visual"].append(torch.tanh(out)))]
-    own_examples = data.encode_tweets(test.tweets, vocab, model.config.max_word_len, own)
-    trainer.predict(model, own_examples, len(test.tweets), vocab, own, 32, torch.device("cpu"), progress=False)
-    for hook in hooks:
-        hook.remove()
-    gate = torch.cat([g.flatten() for g in seen["gate"]])                         # one value per position
-    visual = torch.cat([v.flatten() for v in seen["visual"]])                     # every unit of every position
-    with_other = dataclasses.replace(test, examples=data.encode_tweets(test.tweets, vocab, model.config.max_word_len,
-                                                                       other))   # the caller's split is left as it is
-    scores, _ = trainer.evaluate(model, with_other, vocab, other, 32, torch.device("cpu"), progress=False)
-    return {"gate": gate.mean().item(), "saturated": (visual.abs() > 0.99).float().mean().item(), "f1": scores["f1"]}
 
 
 def throughput_rows(args, work_dir):

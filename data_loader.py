@@ -1,5 +1,5 @@
-"""Twitter-2015 data for ACN: the IMGID-CoNLL reader, token normalisation, vocabularies, word vectors,
-cached VGG16 image features, and padded batches.
+"""The data of ACN: the IMGID-CoNLL reader, token normalisation, vocabularies, word vectors, and padded batches
+(the cached VGG16 image features they carry: image_features.py).
 
 Nothing here drops data silently: every substitution (a missing tag read as O, a tweet with no image feature,
 an unknown word) is counted and reported, and anything malformed stops with a DataError that names the file
@@ -14,15 +14,11 @@ from dataclasses import dataclass, field
 
 import torch
 
-import resources
-import utils
+import downloads
 
 logger = logging.getLogger(__name__)
 
 PAD, UNK = "[PAD]", "[UNK]"  # index 0 and 1 of the word and char vocabularies
-NUM_REGIONS, REGION_DIM = 49, 512  # VGG16 pool5 for a 224 x 224 image: 7 x 7 regions of 512 channels
-PROVENANCE_KEY = "__provenance__"  # reserved key of a feature file: how save_vgg_feature.py made it
-MISSING_FEATURES_WARN = 0.1  # a share of image ids without a feature above this is a loud warning
 
 
 class DataError(ValueError):
@@ -89,6 +85,37 @@ def invisible_line_error(path, line_no, line):
                      f"empty; delete the characters or the line.")
 
 
+def parse_id_line(path, line_no, line, stats):
+    """The image id of an `IMGID:<id>` line (a tag column after a tab, as some converters write it, is counted)."""
+    img_id, _, tag_column = line[len("IMGID:"):].partition("\t")
+    img_id = img_id.strip()
+    if not img_id:
+        raise DataError(f"{path}:{line_no}: `IMGID:` has no id after it.")
+    if tag_column.strip():  # `IMGID:123<TAB>O`: the id is what precedes
+        if not BIO_TAG.fullmatch(tag_column.strip()):
+            raise DataError(f"{path}:{line_no}: {line!r} is not `IMGID:<id>`; expected the id alone.")
+        stats.tagged_id_lines += 1
+    return img_id
+
+
+def parse_token_line(path, line_no, line, stats):
+    """(token, tag) of a `token<TAB>tag` line; a token without a tag is read as O and counted."""
+    fields = line.split("\t")
+    if len(fields) > 2:
+        raise DataError(f"{path}:{line_no}: {len(fields)} tab-separated fields in {line!r}; expected "
+                        f"`token<TAB>tag`. Remove the extra columns.")
+    token = fields[0]
+    tag = fields[1].strip() if len(fields) == 2 else ""
+    if token == "":
+        raise DataError(f"{path}:{line_no}: empty token in {line!r}; expected `token<TAB>tag`.")
+    if tag == "":
+        tag = "O"
+        stats.missing_tags += 1
+    elif not BIO_TAG.fullmatch(tag):
+        raise DataError(f"{path}:{line_no}: tag {tag!r} is not a BIO tag; expected O, B-<type> or I-<type>.")
+    return token, tag
+
+
 def read_tweets(path):
     """Read one IMGID-CoNLL file. Returns (list of Tweet, ReadStats).
 
@@ -111,16 +138,8 @@ def read_tweets(path):
         if not line.strip():
             raise invisible_line_error(path, line_no, line)
         if line.startswith("IMGID:"):
-            img_id, _, tag_column = line[len("IMGID:"):].partition("\t")
-            img_id = img_id.strip()
-            if not img_id:
-                raise DataError(f"{path}:{line_no}: `IMGID:` has no id after it.")
-            if tag_column.strip():  # `IMGID:123<TAB>O`, as some converters write it: the id is what precedes
-                if not BIO_TAG.fullmatch(tag_column.strip()):
-                    raise DataError(f"{path}:{line_no}: {line!r} is not `IMGID:<id>`; expected the id alone.")
-                stats.tagged_id_lines += 1
-            if img_id in seen_ids:
-                stats.duplicate_ids += 1
+            img_id = parse_id_line(path, line_no, line, stats)
+            stats.duplicate_ids += img_id in seen_ids
             seen_ids.add(img_id)
             current = Tweet(img_id, [], [], line_no)
             tweets.append(current)
@@ -130,19 +149,7 @@ def read_tweets(path):
             where = "before the first" if current is None else "after a blank line without a new"
             raise DataError(f"{path}:{line_no}: token line {line!r} comes {where} `IMGID:<id>` line. Every tweet "
                             f"must start with `IMGID:<id>`.")
-        fields = line.split("\t")
-        if len(fields) > 2:
-            raise DataError(f"{path}:{line_no}: {len(fields)} tab-separated fields in {line!r}; expected "
-                            f"`token<TAB>tag`. Remove the extra columns.")
-        token = fields[0]
-        tag = fields[1].strip() if len(fields) == 2 else ""
-        if token == "":
-            raise DataError(f"{path}:{line_no}: empty token in {line!r}; expected `token<TAB>tag`.")
-        if tag == "":
-            tag = "O"
-            stats.missing_tags += 1
-        elif not BIO_TAG.fullmatch(tag):
-            raise DataError(f"{path}:{line_no}: tag {tag!r} is not a BIO tag; expected O, B-<type> or I-<type>.")
+        token, tag = parse_token_line(path, line_no, line, stats)
         if tag.startswith("I-"):
             previous = current.tags[-1] if current.tags else "O"
             if previous == "O" or previous[2:] != tag[2:]:
@@ -309,6 +316,55 @@ def _vector_lines(path):
             yield line_no, line
 
 
+def _header_dim(path, line_no, fields, dim):
+    """True for a word2vec header `count dim` (checked against `dim`), False for a vector line."""
+    if len(fields) == 2 and all(f.isdigit() for f in fields):
+        if int(fields[1]) != dim:
+            raise DataError(f"{path}:{line_no}: the header says {fields[1]}-d vectors but --word_emb_dim is "
+                            f"{dim}. Use --word_emb_dim {fields[1]} or vectors of {dim} dimensions.")
+        return True
+    return False
+
+
+def _vector(values):
+    """The vector of a line's number fields, or None when one is not a finite number."""
+    try:
+        vector = torch.tensor([float(v) for v in values])
+    except ValueError:
+        return None
+    return vector if torch.isfinite(vector).all() else None
+
+
+def _fill_vectors(path, dim, rows_of, matrix, found):
+    """Copy the vectors of `path` into the rows of `matrix` that take them (`rows_of`: file word -> rows), marking
+    them in `found`. Returns the counts (vector lines, malformed lines, repeated words, first malformed line)."""
+    lines = bad = duplicates = 0
+    first_bad = None
+    for line_no, line in _vector_lines(path):
+        fields = VECTOR_SEPARATOR.split(line.strip(" \t"))
+        if lines == 0 and _header_dim(path, line_no, fields, dim):
+            continue
+        lines += 1
+        word, values = fields[0], fields[1:]
+        if len(values) != dim and lines == 1:
+            raise DataError(f"{path}:{line_no}: {len(values)} numbers after the word, but --word_emb_dim is "
+                            f"{dim}. Expected `word v1 ... v{dim}` (fields separated by spaces or tabs); use "
+                            f"--word_emb_dim {len(values)} if the file really holds {len(values)}-d vectors.")
+        rows = rows_of.get(word) if len(values) == dim else None
+        if rows and found[rows[0]]:
+            duplicates += 1
+            continue
+        vector = _vector(values) if rows else None
+        if len(values) != dim or (rows and vector is None):
+            bad += 1
+            first_bad = first_bad or line_no
+            continue
+        if rows:
+            matrix[rows] = vector
+            found[rows] = True
+    return lines, bad, duplicates, first_bad
+
+
 def load_word_vectors(path, vocab, dim, max_bad_fraction=0.01, seed=7):
     """Embedding matrix (len(vocab.words), dim) for the vocab from a GloVe or word2vec text file (with or without
     the `count dim` header; fields separated by spaces or tabs). Words without a vector get uniform(-0.25, 0.25),
@@ -326,45 +382,8 @@ def load_word_vectors(path, vocab, dim, max_bad_fraction=0.01, seed=7):
     for index, word in enumerate(vocab.words[2:], start=2):
         rows_of[vocab.vector_key(word)].append(index)
     found = torch.zeros(len(vocab.words), dtype=torch.bool)
-    lines = bad = duplicates = 0
-    first_bad = None
     try:
-        for line_no, line in _vector_lines(path):
-            fields = VECTOR_SEPARATOR.split(line.strip(" \t"))
-            if lines == 0 and len(fields) == 2 and all(f.isdigit() for f in fields):  # word2vec header: `count dim`
-                if int(fields[1]) != dim:
-                    raise DataError(f"{path}:{line_no}: the header says {fields[1]}-d vectors but --word_emb_dim is "
-                                    f"{dim}. Use --word_emb_dim {fields[1]} or vectors of {dim} dimensions.")
-                continue
-            lines += 1
-            word, values = fields[0], fields[1:]
-            if len(values) != dim:
-                if lines == 1:
-                    raise DataError(f"{path}:{line_no}: {len(values)} numbers after the word, but --word_emb_dim is "
-                                    f"{dim}. Expected `word v1 ... v{dim}` (fields separated by spaces or tabs); "
-                                    f"use --word_emb_dim {len(values)} if the file really holds {len(values)}-d "
-                                    f"vectors.")
-                bad += 1
-                first_bad = first_bad or line_no
-                continue
-            rows = rows_of.get(word)
-            if not rows:
-                continue
-            if found[rows[0]]:
-                duplicates += 1
-                continue
-            try:
-                vector = torch.tensor([float(v) for v in values])
-            except ValueError:
-                bad += 1
-                first_bad = first_bad or line_no
-                continue
-            if not torch.isfinite(vector).all():
-                bad += 1
-                first_bad = first_bad or line_no
-                continue
-            matrix[rows] = vector
-            found[rows] = True
+        lines, bad, duplicates, first_bad = _fill_vectors(path, dim, rows_of, matrix, found)
     except OSError as exc:
         raise DataError(f"{path}: cannot be read ({exc.strerror}). {hint}") from None
     if lines == 0:
@@ -380,116 +399,6 @@ def load_word_vectors(path, vocab, dim, max_bad_fraction=0.01, seed=7):
     logger.info("Word vectors: %d of %d vocab words found in %s (%.1f%%); the rest are random", covered,
                 len(vocab.words) - 2, path, 100.0 * covered / max(1, len(vocab.words) - 2))
     return matrix
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Image features
-
-@dataclass
-class FeatureTable:
-    """The image features of a run, one (49, 512) tensor per image, and row 0 the zero feature given to tweets
-    whose image has none. The tensors are views of the memory-mapped feature file (`torch.load(mmap=True)`):
-    nothing is copied at load, the OS page cache holds the file's pages (the kernel can reclaim them at any time,
-    since they are clean file pages, not process memory), and a batch gathers copies of its rows as float32."""
-    regions: list             # row -> (49, 512) tensor, a view of the mapped file: read it, never write it
-    row_of: dict              # image id (str) -> row
-    missing_ids: list         # ids asked for and not in the file
-    provenance: dict = None   # how save_vgg_feature.py made the file, or None when the file has no record
-
-    def rows(self, img_ids):
-        return [self.row_of.get(img_id, 0) for img_id in img_ids]
-
-    def gather(self, rows):
-        return torch.stack([self.regions[row] for row in rows]).float()  # (B, 49, 512), a new tensor
-
-
-def _as_regions(path, img_id, value):
-    """Check one feature and return it as a (49, 512) view, regions in row-major order of the 7 x 7 grid."""
-    if not isinstance(value, torch.Tensor):
-        raise DataError(f"{path}: the feature of image id {img_id!r} is a {type(value).__name__}, not a tensor. "
-                        f"Re-extract the features with save_vgg_feature.py.")
-    if value.dtype not in (torch.float16, torch.float32, torch.float64, torch.bfloat16):
-        raise DataError(f"{path}: the feature of image id {img_id!r} has dtype {value.dtype}; expected float16 or "
-                        f"float32. Re-extract it with save_vgg_feature.py.")
-    if tuple(value.shape) == (REGION_DIM, 7, 7):
-        value = value.reshape(REGION_DIM, NUM_REGIONS).t()  # (49, 512), a view: region r is grid cell (r // 7, r % 7)
-    elif tuple(value.shape) != (NUM_REGIONS, REGION_DIM):
-        raise DataError(f"{path}: the feature of image id {img_id!r} has shape {tuple(value.shape)}; expected "
-                        f"(49, 512) or (512, 7, 7) (VGG16 pool5). Re-extract it with save_vgg_feature.py.")
-    if not torch.isfinite(value).all():
-        raise DataError(f"{path}: the feature of image id {img_id!r} contains NaN or inf values. Re-extract it with "
-                        f"save_vgg_feature.py.")
-    return value
-
-
-def _ids_of(path, stored):
-    """image id (str) -> key of `stored`; an id written both as an int and as a string is an error."""
-    by_id = {}
-    for key in stored:
-        if key == PROVENANCE_KEY:
-            continue
-        img_id = str(key)
-        if img_id in by_id:
-            raise DataError(f"{path}: image id {img_id!r} is in the file twice, as {by_id[img_id]!r} and as {key!r}. "
-                            f"Keep one of them (re-extract with save_vgg_feature.py).")
-        by_id[img_id] = key
-    return by_id
-
-
-def open_feature_file(path):
-    """The object a feature file holds, its tensors memory-mapped (not read) where the format allows."""
-    try:
-        try:
-            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError as exc:
-            if "mmap" not in str(exc):
-                raise
-            return torch.load(path, map_location="cpu", weights_only=True)  # legacy torch format: not mappable
-    except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad file; all mean the same to a user
-        raise DataError(f"{path}: not a readable torch file ({type(exc).__name__}: {str(exc)[:200]}). Re-extract it "
-                        f"with save_vgg_feature.py or download it again.") from None
-
-
-def load_image_features(path, img_ids, require_some=True):
-    """Open the features of `img_ids` in a torch file mapping image id -> (49, 512) or (512, 7, 7) tensor
-    (float16 or float32; keys ints or strings, matched as strings; the reserved key `__provenance__` says how the
-    file was made). Every feature used is checked (shape, dtype, finite values). Ids with no feature get the zero
-    row and are counted; when no id at all has a feature, the file is not this data's and that is an error (unless
-    `require_some` is False: new tweets to tag may all come without an image)."""
-    if os.path.isdir(path):
-        raise DataError(f"{path}: is a directory, not an image-feature file. Pass --img_feature_file, or train "
-                        f"text-only with --no_img.")
-    if not os.path.isfile(path):
-        raise DataError(f"{path}: image-feature file not found. Extract it with save_vgg_feature.py, pass "
-                        f"--img_feature_file, or train text-only with --no_img.")
-    stored = open_feature_file(path)
-    if not isinstance(stored, dict):
-        raise DataError(f"{path}: holds a {type(stored).__name__}; expected a dict mapping image id -> (49, 512) "
-                        f"tensor. Re-extract it with save_vgg_feature.py.")
-    provenance = stored.get(PROVENANCE_KEY)
-    by_id = _ids_of(path, stored)
-    wanted = list(dict.fromkeys(img_ids))  # unique, first-seen order
-    present = [img_id for img_id in wanted if img_id in by_id]
-    missing = [img_id for img_id in wanted if img_id not in by_id]
-    if require_some and wanted and not present:
-        sample = ", ".join(repr(key) for key in list(by_id)[:3]) or "none"
-        raise DataError(f"{path}: none of the {len(wanted)} image ids of the data has a feature in this file (its "
-                        f"{len(by_id)} keys begin {sample}; the data's ids begin "
-                        f"{', '.join(repr(i) for i in wanted[:3])}). Point --img_feature_file at the features of "
-                        f"this data, extract them with save_vgg_feature.py, or train text-only with --no_img.")
-
-    regions = [torch.zeros(NUM_REGIONS, REGION_DIM)]
-    regions += [_as_regions(path, img_id, stored[by_id[img_id]]) for img_id in present]
-    row_of = {img_id: row for row, img_id in enumerate(present, start=1)}
-    if missing:
-        share = len(missing) / len(wanted)
-        large = (f". THAT IS {100 * share:.0f}% OF THE IMAGES: is this the feature file of this data?"
-                 if share > MISSING_FEATURES_WARN else "")
-        logger.warning("%s: %d of %d image ids (%.1f%%) have no feature; their tweets get a zero feature and stay in "
-                       "the data%s%s", path, len(missing), len(wanted), 100 * share, large,
-                       "" if logger.isEnabledFor(logging.DEBUG) else " (--verbose lists them)")
-        logger.debug("Image ids without a feature: %s", " ".join(missing))
-    return FeatureTable(regions, row_of, missing, provenance if isinstance(provenance, dict) else None)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -605,9 +514,10 @@ class Split:
 
 def dataset_file(dataset, data_dir, file_name, offline=False):
     """The path of `file_name` in `data_dir`, downloaded first from the public copy of `dataset` (a name of
-    resources.DATASETS) when it is missing and one of that data set's split files."""
-    return utils.fetch_file(os.path.join(data_dir, file_name), resources.DATASETS[dataset].file_url(file_name),
-                            read_tweets, f"point --data_dir at a folder that holds the {dataset} files", offline)
+    downloads.dataset_named) when it is missing and one of that data set's split files."""
+    url = downloads.dataset_named(dataset).file_url(file_name)
+    return downloads.fetch_file(os.path.join(data_dir, file_name), url, read_tweets,
+                                f"point --data_dir at a folder that holds the {dataset} files", offline)
 
 
 def read_split(name, path):

@@ -12,7 +12,8 @@ from seqeval.metrics.sequence_labeling import get_entities
 from tqdm import tqdm
 
 from data_loader import Vocab, batches, num_batches
-from model import ModelConfig, build_model
+from model import ACN, ModelConfig
+from model_authors import AuthorsACN
 from utils import atomic_torch_save, atomic_write_text
 
 logger = logging.getLogger(__name__)
@@ -22,6 +23,16 @@ CHECKPOINT_FILE = "model.pt"
 
 class CheckpointError(RuntimeError):
     """A checkpoint that is missing, unreadable, or does not fit the current vocabulary/settings."""
+
+
+def build_model(config: ModelConfig, word_vectors=None):
+    """ACN (the paper's equations, model.py) or AuthorsACN (the released code, model_authors.py), as
+    config.architecture says."""
+    if config.architecture == "paper":
+        return ACN(config, word_vectors)
+    if config.architecture == "authors":
+        return AuthorsACN(config, word_vectors)
+    raise ValueError(f"unknown architecture {config.architecture!r}; use 'paper' or 'authors'")
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -144,10 +155,20 @@ def train_step(model, optimizer, batch):
     return value
 
 
-def train(model, train_examples, dev, vocab, features, *, model_dir, optimizer_name, learning_rate,
+def dev_can_choose(dev):
+    """Whether dev F1 can choose the best checkpoint: not when dev has no gold entity (F1 is 0 whatever the model
+    does), which is said in the log."""
+    if get_entities([tweet.tags for tweet in dev.tweets]):
+        return True
+    logger.warning("%s has no gold entity, so dev F1 is 0 whatever the model does: the checkpoint of the latest "
+                   "evaluation is kept instead of the best one", dev.path)
+    return False
+
+
+def train(model, train_examples, dev, vocab, features, *, checkpoint_path, optimizer_name, learning_rate,
           epochs, batch_size, eval_batch_size, logging_steps, seed, device, progress=True):
     """Train, evaluating on dev after every epoch (and every `logging_steps` steps if > 0); the checkpoint with the
-    best dev F1 is kept at <model_dir>/model.pt. When dev has no gold entity, F1 cannot choose, and the latest
+    best dev F1 is kept at `checkpoint_path`. When dev has no gold entity, F1 cannot choose, and the latest
     evaluation is kept instead (said in the log). Returns the history and the best evaluation.
 
     Ctrl-C (or SIGTERM, which main.py turns into the same exception) stops training between two steps: the best
@@ -158,13 +179,9 @@ def train(model, train_examples, dev, vocab, features, *, model_dir, optimizer_n
         raise TrainingError("the training data has no tweet with tokens: there is nothing to train on")
     optimizer = make_optimizer(optimizer_name, model.parameters(), learning_rate)
     generator = torch.Generator().manual_seed(seed)
-    checkpoint_path = os.path.join(model_dir, CHECKPOINT_FILE)
     history, best = [], {"dev_f1": -1.0, "epoch": None, "step": None, "dev": None}
     step, steps_per_epoch = 0, num_batches(train_examples, batch_size)
-    dev_has_entities = bool(get_entities([tweet.tags for tweet in dev.tweets]))
-    if not dev_has_entities:
-        logger.warning("%s has no gold entity, so dev F1 is 0 whatever the model does: the checkpoint of the latest "
-                       "evaluation is kept instead of the best one", dev.path)
+    dev_has_entities = dev_can_choose(dev)
     start = time.time()
 
     def evaluate_dev(epoch, train_loss):
@@ -186,7 +203,6 @@ def train(model, train_examples, dev, vocab, features, *, model_dir, optimizer_n
     def kept():
         return (f"the best checkpoint so far (epoch {best['epoch']}, dev F1 {100 * best['dev_f1']:.2f}) is intact at "
                 f"{checkpoint_path}" if best["epoch"] is not None else "no checkpoint had been saved yet")
-
     interrupted = None  # or the name of the signal that stopped training
     model.train()
     try:

@@ -10,6 +10,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 import data_loader as data  # noqa: E402 - the project's modules import once ROOT is on the path
+import image_features  # noqa: E402
 
 PEOPLE = ["Obama", "Messi", "Beyonce", "Zimmerman", "Taylor"]
 PLACES = ["Paris", "London", "Texas", "Boston", "Kenya"]
@@ -73,7 +74,7 @@ def random_examples(lengths, word_len=6, seed=0, num_words=30, num_chars=20, num
         examples.append(data.Example(i, torch.randint(2, num_words, (n,), generator=generator), chars,
                                      torch.randint(0, num_tags, (n,), generator=generator), i + 1))
     regions = [torch.zeros(49, 512)] + [torch.rand(49, 512, generator=generator) for _ in lengths]
-    return examples, data.FeatureTable(regions, {}, [])
+    return examples, image_features.FeatureTable(regions, {}, [])
 
 
 def train_on_batch(model, batch, learning_rate, steps=30):

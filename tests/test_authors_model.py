@@ -7,8 +7,9 @@ import torch
 
 import data_loader as data
 from conftest import random_examples, train_on_batch
-from model import (ACN, AuthorsACN, KerasBiLSTM, ModelConfig, build_model, hard_sigmoid, left_align, right_align,
-                   theano_same_padding)
+from model import ACN, ModelConfig
+from model_authors import AuthorsACN, KerasBiLSTM, hard_sigmoid, left_align, right_align, theano_same_padding
+from trainer import build_model
 
 NUM_WORDS, NUM_CHARS, NUM_TAGS = 40, 25, 9  # 9 tags: O and B-/I- of four types, as Twitter-2015
 

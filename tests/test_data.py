@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import data_loader as data
+import image_features
 from conftest import write_features
 
 
@@ -263,7 +264,7 @@ def test_word_vectors_missing_file_points_to_no_w2v(tmp_path):
 def test_features_int_keys_both_layouts_both_dtypes(tmp_path):
     grid = torch.arange(512 * 49, dtype=torch.float32).reshape(512, 7, 7)
     torch.save({1: torch.ones(49, 512, dtype=torch.float16), 2: grid}, tmp_path / "f.pt")
-    table = data.load_image_features(str(tmp_path / "f.pt"), ["1", "2", "3", "1"])
+    table = image_features.load_image_features(str(tmp_path / "f.pt"), ["1", "2", "3", "1"])
     assert table.row_of == {"1": 1, "2": 2} and table.missing_ids == ["3"]
     feats = table.gather(table.rows(["1", "2", "3"]))
     assert feats.shape == (3, 49, 512) and feats.dtype == torch.float32
@@ -273,7 +274,7 @@ def test_features_int_keys_both_layouts_both_dtypes(tmp_path):
 
 def test_features_handed_out_are_copies(tmp_path):
     stored = write_features(tmp_path / "f.pt", [str(i) for i in range(20)], dtype=torch.float16)
-    table = data.load_image_features(str(tmp_path / "f.pt"), [str(i) for i in range(20)])
+    table = image_features.load_image_features(str(tmp_path / "f.pt"), [str(i) for i in range(20)])
     rows = table.rows([str(i) for i in range(20)])
     first = table.gather(rows)
     assert torch.equal(first, torch.stack([stored[str(i)] for i in range(20)]).float())
@@ -284,35 +285,35 @@ def test_features_handed_out_are_copies(tmp_path):
 def test_feature_file_with_none_of_the_ids_is_an_error(tmp_path):
     torch.save({}, tmp_path / "empty.pt")
     with pytest.raises(data.DataError, match="none of the 2 image ids of the data has a feature"):
-        data.load_image_features(str(tmp_path / "empty.pt"), ["1", "2"])
+        image_features.load_image_features(str(tmp_path / "empty.pt"), ["1", "2"])
     torch.save({"features": {"1": torch.zeros(49, 512)}}, tmp_path / "nested.pt")  # one level too deep
     with pytest.raises(data.DataError, match="keys begin 'features'"):
-        data.load_image_features(str(tmp_path / "nested.pt"), ["1", "2"])
+        image_features.load_image_features(str(tmp_path / "nested.pt"), ["1", "2"])
 
 
 def test_a_large_share_of_missing_features_is_a_loud_warning(tmp_path, caplog):
     torch.save({"1": torch.zeros(49, 512)}, tmp_path / "f.pt")
-    data.load_image_features(str(tmp_path / "f.pt"), ["1", "2", "3", "4"])
+    image_features.load_image_features(str(tmp_path / "f.pt"), ["1", "2", "3", "4"])
     assert "3 of 4 image ids (75.0%) have no feature" in caplog.text and "THAT IS 75% OF THE IMAGES" in caplog.text
     caplog.clear()
     torch.save({str(i): torch.zeros(49, 512) for i in range(19)}, tmp_path / "most.pt")
-    data.load_image_features(str(tmp_path / "most.pt"), [str(i) for i in range(20)])
+    image_features.load_image_features(str(tmp_path / "most.pt"), [str(i) for i in range(20)])
     assert "1 of 20 image ids (5.0%) have no feature" in caplog.text and "THAT IS" not in caplog.text
 
 
 def test_feature_id_as_int_and_as_string_is_an_error(tmp_path):
     torch.save({1: torch.zeros(49, 512), "1": torch.ones(49, 512)}, tmp_path / "f.pt")
     with pytest.raises(data.DataError, match="image id '1' is in the file twice, as 1 and as '1'"):
-        data.load_image_features(str(tmp_path / "f.pt"), ["1"])
+        image_features.load_image_features(str(tmp_path / "f.pt"), ["1"])
 
 
 def test_provenance_record_is_read_and_not_an_image(tmp_path):
     record = {"mode": "torchvision", "weights_sha256": "397923af"}
-    torch.save({"1": torch.zeros(49, 512), data.PROVENANCE_KEY: record}, tmp_path / "f.pt")
-    table = data.load_image_features(str(tmp_path / "f.pt"), ["1"])
+    torch.save({"1": torch.zeros(49, 512), image_features.PROVENANCE_KEY: record}, tmp_path / "f.pt")
+    table = image_features.load_image_features(str(tmp_path / "f.pt"), ["1"])
     assert table.provenance == record and table.row_of == {"1": 1}
     torch.save({"1": torch.zeros(49, 512)}, tmp_path / "plain.pt")
-    assert data.load_image_features(str(tmp_path / "plain.pt"), ["1"]).provenance is None
+    assert image_features.load_image_features(str(tmp_path / "plain.pt"), ["1"]).provenance is None
 
 
 @pytest.mark.parametrize("value, message", [
@@ -324,24 +325,24 @@ def test_provenance_record_is_read_and_not_an_image(tmp_path):
 def test_bad_feature_names_the_id(tmp_path, value, message):
     torch.save({"7": value}, tmp_path / "f.pt")
     with pytest.raises(data.DataError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        data.load_image_features(str(tmp_path / "f.pt"), ["7"])
+        image_features.load_image_features(str(tmp_path / "f.pt"), ["7"])
 
 
 def test_feature_file_not_torch_or_not_a_mapping(tmp_path):
     (tmp_path / "junk.pt").write_text("hello")
     with pytest.raises(data.DataError, match="not a readable torch file"):
-        data.load_image_features(str(tmp_path / "junk.pt"), ["1"])
+        image_features.load_image_features(str(tmp_path / "junk.pt"), ["1"])
     torch.save([torch.zeros(49, 512)], tmp_path / "list.pt")
     with pytest.raises(data.DataError, match="holds a list; expected a dict"):
-        data.load_image_features(str(tmp_path / "list.pt"), ["1"])
+        image_features.load_image_features(str(tmp_path / "list.pt"), ["1"])
     with pytest.raises(data.DataError, match="not found.*--no_img"):
-        data.load_image_features(str(tmp_path / "none.pt"), ["1"])
+        image_features.load_image_features(str(tmp_path / "none.pt"), ["1"])
 
 
 def test_missing_ids_listed_with_verbose(tmp_path, caplog):
     torch.save({"1": torch.zeros(49, 512)}, tmp_path / "f.pt")
-    with caplog.at_level(logging.DEBUG, logger="data_loader"):
-        data.load_image_features(str(tmp_path / "f.pt"), ["1", "x9", "y8"])
+    with caplog.at_level(logging.DEBUG, logger="image_features"):
+        image_features.load_image_features(str(tmp_path / "f.pt"), ["1", "x9", "y8"])
     assert "2 of 3 image ids (66.7%) have no feature" in caplog.text and "x9 y8" in caplog.text
 
 

@@ -16,9 +16,9 @@ import torch
 from PIL import Image
 
 import main
-import resources
-import save_vgg_feature as vgg
-import utils
+import downloads
+import save_vgg_feature
+import vgg
 from conftest import SMALL_MODEL, make_tweets, write_conll
 
 FILES = {}  # path on the server -> bytes
@@ -69,8 +69,8 @@ def server():
 def test_success_lands_only_the_final_file_and_logs_its_sha256(server, tmp_path, caplog):
     FILES["/vectors.vec"] = b"cat 1 2 3\ndog 4 5 6\n"
     dest = tmp_path / "sub" / "vectors.vec"
-    with caplog.at_level("INFO", logger="utils"):
-        utils.download(server + "/vectors.vec", dest, check=utils.check_text_lines, quiet=True)
+    with caplog.at_level("INFO", logger="downloads"):
+        downloads.download(server + "/vectors.vec", dest, check=downloads.check_text_lines, quiet=True)
     assert dest.read_bytes() == FILES["/vectors.vec"]
     assert [p.name for p in dest.parent.iterdir()] == ["vectors.vec"]
     assert hashlib.sha256(FILES["/vectors.vec"]).hexdigest() in caplog.text
@@ -83,8 +83,8 @@ def test_failures_leave_no_file_and_say_what_to_do(server, tmp_path, path, reaso
     FILES["/empty.vec"] = b""
     FILES["/broken.pt"] = b"PK\x03\x04 not really a zip"
     dest = tmp_path / "thing.pt"
-    with pytest.raises(utils.DownloadError) as err:
-        utils.download(server + path, dest, check=utils.check_torch_zip, avoid_hint="use --no_img", quiet=True)
+    with pytest.raises(downloads.DownloadError) as err:
+        downloads.download(server + path, dest, check=downloads.check_torch_zip, avoid_hint="use --no_img", quiet=True)
     message = str(err.value)
     assert f"Could not download {server}{path}" in message and f"to {dest}" in message
     assert reason in message and "use --no_img" in message and "Traceback" not in message
@@ -95,12 +95,12 @@ def test_hash_prefix_is_checked(server, tmp_path):
     FILES["/weights.bin"] = b"some weights"
     digest = hashlib.sha256(FILES["/weights.bin"]).hexdigest()
     dest = tmp_path / "weights.bin"
-    utils.download(server + "/weights.bin", dest, hash_prefix=digest[:8], quiet=True)
+    downloads.download(server + "/weights.bin", dest, hash_prefix=digest[:8], quiet=True)
     assert dest.read_bytes() == FILES["/weights.bin"]
 
     dest.unlink()
-    with pytest.raises(utils.DownloadError) as err:
-        utils.download(server + "/weights.bin", dest, hash_prefix="397923af", quiet=True)
+    with pytest.raises(downloads.DownloadError) as err:
+        downloads.download(server + "/weights.bin", dest, hash_prefix="397923af", quiet=True)
     assert f"its sha256 is {digest}, expected one starting with 397923af" in str(err.value)
     assert list(tmp_path.iterdir()) == []
 
@@ -114,15 +114,15 @@ def test_two_downloads_of_one_file_keep_their_own_partial_files(server, tmp_path
     foreign.write_bytes(b"another process is writing this")
     RELEASE.clear()
     results = {}
-    slow = threading.Thread(target=lambda: results.update(slow=utils.download(server + "/slow/model.pt", dest,
+    slow = threading.Thread(target=lambda: results.update(slow=downloads.download(server + "/slow/model.pt", dest,
                                                                                quiet=True)))
     slow.start()
     ours = f"model.pt.{os.getpid()}."
     deadline = time.time() + 10
     while not any(p.name.startswith(ours) for p in tmp_path.iterdir()) and time.time() < deadline:
         time.sleep(0.01)
-    with pytest.raises(utils.DownloadError):
-        utils.download(server + "/cut/model.pt", dest, quiet=True)  # fails and cleans up while the other runs
+    with pytest.raises(downloads.DownloadError):
+        downloads.download(server + "/cut/model.pt", dest, quiet=True)  # fails and cleans up while the other runs
     RELEASE.set()
     slow.join(timeout=20)
     assert results["slow"] == str(dest) and dest.read_bytes() == body
@@ -130,7 +130,7 @@ def test_two_downloads_of_one_file_keep_their_own_partial_files(server, tmp_path
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Image archives (utils.fetch_images): the layout of IJCAI2019_data.zip, with a few small JPEGs
+# Image archives (downloads.fetch_images): the layout of IJCAI2019_data.zip, with a few small JPEGs
 
 IMAGES = {"twitter2015_images": ["1015799", "32977"], "twitter2017_images": ["17_06_12483", "16_05_01_6", "O_1926"]}
 
@@ -161,7 +161,7 @@ def make_archive(top="IJCAI2019_data/", folders=tuple(IMAGES), extra=()):
 
 def served(server, name, path):
     """Data set `name` with its archive served from `path` on the local server."""
-    dataset = resources.DATASETS[name]
+    dataset = downloads.DATASETS[name]
     archive = dataclasses.replace(dataset.images, url=server + path, page="https://example.invalid/archive-page")
     return dataclasses.replace(dataset, images=archive)
 
@@ -181,7 +181,7 @@ def test_fetch_images_extracts_only_the_data_sets_folder(server, tmp_path, top, 
     FILES[f"/archive/{top}IJCAI2019_data.zip"] = make_archive(top)
     dataset = served(server, name, f"/archive/{top}IJCAI2019_data.zip")
     data_dir = tmp_path / "data"
-    got = utils.fetch_images(dataset, str(data_dir), quiet=True)
+    got = downloads.fetch_images(dataset, str(data_dir), quiet=True)
     assert got == str(data_dir / img_dir)
     assert_images(data_dir / img_dir, dataset.archive_folder)
     assert sorted(p.name for p in data_dir.iterdir()) == sorted(["IJCAI2019_data.zip", img_dir])  # nothing else
@@ -194,10 +194,10 @@ def test_a_complete_archive_on_disk_is_reused_and_a_present_folder_is_kept(serve
     (data_dir / "IJCAI2019_data.zip").write_bytes(make_archive())
     dataset = served(server, "twitter2017", "/not-there.zip")
     asked = len(REQUESTS)
-    utils.fetch_images(dataset, str(data_dir), offline=True)
+    downloads.fetch_images(dataset, str(data_dir), offline=True)
     assert_images(data_dir / "twitter2017_images", "twitter2017_images")
     (data_dir / "IJCAI2019_data.zip").unlink()
-    assert utils.fetch_images(dataset, str(data_dir)) == str(data_dir / "twitter2017_images")
+    assert downloads.fetch_images(dataset, str(data_dir)) == str(data_dir / "twitter2017_images")
     assert len(REQUESTS) == asked  # nothing was downloaded
 
 
@@ -206,7 +206,7 @@ def test_an_incomplete_archive_on_disk_is_downloaded_again(server, tmp_path):
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     (data_dir / "IJCAI2019_data.zip").write_bytes(whole[:len(whole) // 2])  # an interrupted copy by hand
-    utils.fetch_images(served(server, "twitter2017", "/again/IJCAI2019_data.zip"), str(data_dir), quiet=True)
+    downloads.fetch_images(served(server, "twitter2017", "/again/IJCAI2019_data.zip"), str(data_dir), quiet=True)
     assert (data_dir / "IJCAI2019_data.zip").read_bytes() == whole
     assert_images(data_dir / "twitter2017_images", "twitter2017_images")
 
@@ -216,8 +216,8 @@ def test_a_cut_off_archive_is_refused_and_leaves_nothing(server, tmp_path, path)
     whole = make_archive()
     FILES["/half/IJCAI2019_data.zip"] = whole[:len(whole) // 2]  # a complete answer holding half an archive
     data_dir = tmp_path / "data"
-    with pytest.raises(utils.DownloadError) as err:
-        utils.fetch_images(served(server, "twitter2017", path), str(data_dir), quiet=True)
+    with pytest.raises(downloads.DownloadError) as err:
+        downloads.fetch_images(served(server, "twitter2017", path), str(data_dir), quiet=True)
     message = str(err.value)
     assert f"Could not download {server}{path}" in message and str(data_dir / "IJCAI2019_data.zip") in message
     assert "https://example.invalid/archive-page" in message and str(data_dir / "twitter2017_images") in message
@@ -230,8 +230,8 @@ def test_an_archive_with_a_path_traversal_member_is_refused(tmp_path, member):
     data_dir = tmp_path / "a" / "b" / "data"
     data_dir.mkdir(parents=True)
     (data_dir / "IJCAI2019_data.zip").write_bytes(make_archive(extra=[(member, b"evil")]))
-    with pytest.raises(utils.DownloadError) as err:
-        utils.fetch_images(resources.DATASETS["twitter2017"], str(data_dir), offline=True)
+    with pytest.raises(downloads.DownloadError) as err:
+        downloads.fetch_images(downloads.DATASETS["twitter2017"], str(data_dir), offline=True)
     assert f"unsafe member {member!r}" in str(err.value)
     assert sorted(p.name for p in data_dir.iterdir()) == ["IJCAI2019_data.zip"]
     assert [p for p in tmp_path.rglob("*evil*")] == []
@@ -241,8 +241,8 @@ def test_an_archive_without_the_folder_says_what_it_holds(tmp_path):
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     (data_dir / "IJCAI2019_data.zip").write_bytes(make_archive(folders=["twitter2015_images"]))
-    with pytest.raises(utils.DownloadError) as err:
-        utils.fetch_images(resources.DATASETS["twitter2017"], str(data_dir), offline=True)
+    with pytest.raises(downloads.DownloadError) as err:
+        downloads.fetch_images(downloads.DATASETS["twitter2017"], str(data_dir), offline=True)
     message = str(err.value)
     assert "it has no folder twitter2017_images/ (its top-level entries: IJCAI2019_data, __MACOSX)" in message
     assert f"extract its folder twitter2017_images/ to {data_dir / 'twitter2017_images'}" in message
@@ -253,28 +253,28 @@ def test_an_interrupted_extraction_leaves_no_half_folder(tmp_path, monkeypatch):
     data_dir = tmp_path / "data"
     data_dir.mkdir()
     (data_dir / "IJCAI2019_data.zip").write_bytes(make_archive())
-    copy, calls = utils.shutil.copyfileobj, []
+    copy, calls = downloads.shutil.copyfileobj, []
 
     def copy_then_interrupt(source, sink):
         calls.append(1)
         if len(calls) == 2:
             raise KeyboardInterrupt
         copy(source, sink)
-    monkeypatch.setattr(utils.shutil, "copyfileobj", copy_then_interrupt)
+    monkeypatch.setattr(downloads.shutil, "copyfileobj", copy_then_interrupt)
     with pytest.raises(KeyboardInterrupt):
-        utils.fetch_images(resources.DATASETS["twitter2017"], str(data_dir), offline=True)
+        downloads.fetch_images(downloads.DATASETS["twitter2017"], str(data_dir), offline=True)
     assert sorted(p.name for p in data_dir.iterdir()) == ["IJCAI2019_data.zip"]  # no half folder, no staging
 
-    monkeypatch.setattr(utils.shutil, "copyfileobj", copy)
-    utils.fetch_images(resources.DATASETS["twitter2017"], str(data_dir), offline=True)  # the next run completes
+    monkeypatch.setattr(downloads.shutil, "copyfileobj", copy)
+    downloads.fetch_images(downloads.DATASETS["twitter2017"], str(data_dir), offline=True)  # the next run completes
     assert_images(data_dir / "twitter2017_images", "twitter2017_images")
 
 
 def test_offline_without_images_is_one_message_saying_where_to_put_them(tmp_path):
     data_dir = tmp_path / "data"
     asked = len(REQUESTS)
-    with pytest.raises(utils.DownloadError) as err:
-        utils.fetch_images(resources.DATASETS["twitter2017"], str(data_dir), offline=True)
+    with pytest.raises(downloads.DownloadError) as err:
+        downloads.fetch_images(downloads.DATASETS["twitter2017"], str(data_dir), offline=True)
     image_dir, archive = data_dir / "twitter2017_images", data_dir / "IJCAI2019_data.zip"
     assert str(err.value) == (
         f"The images of twitter2017 are missing: {image_dir} does not exist and {archive} is not there either; "
@@ -302,15 +302,15 @@ def test_dataset_sets_the_defaults_and_explicit_flags_win(flags, expected):
 
 
 def test_only_a_data_sets_own_split_files_have_a_download_location():
-    umt2017 = resources.DATASETS["twitter2017"]
+    umt2017 = downloads.DATASETS["twitter2017"]
     assert umt2017.file_url("valid.txt") == ("https://raw.githubusercontent.com/jefferyYu/UMT/master/data/twitter2017/"
                                              "valid.txt")
-    assert resources.DATASETS["twitter2015"].file_url("dev") == resources.TWITTER2015_URL.format(file="dev")
+    assert downloads.DATASETS["twitter2015"].file_url("dev") == downloads.TWITTER2015_URL.format(file="dev")
     assert umt2017.file_url("dev") is None and umt2017.file_url("my_train.txt") is None
 
 
 def changed_dataset(name, **changes):
-    return dataclasses.replace(resources.DATASETS[name], **changes)
+    return dataclasses.replace(downloads.DATASETS[name], **changes)
 
 
 def test_main_fetches_missing_files_on_first_run(server, tmp_path, monkeypatch):
@@ -322,9 +322,9 @@ def test_main_fetches_missing_files_on_first_run(server, tmp_path, monkeypatch):
     features_path = tmp_path / "served.pt"
     torch.save({i: torch.rand(49, 512) for tweets in splits.values() for i, _ in tweets}, features_path)
     FILES["/features.pt"] = features_path.read_bytes()
-    monkeypatch.setitem(resources.DATASETS, "twitter2015", changed_dataset(
+    monkeypatch.setitem(downloads.DATASETS, "twitter2015", changed_dataset(
         "twitter2015", text_url=server + "/data/{file}", feature_url=server + "/features.pt"))
-    monkeypatch.setattr(resources, "WORD_VECTORS_URL", server + "/wordvec/word_vector_200d.vec")
+    monkeypatch.setattr(downloads, "WORD_VECTORS_URL", server + "/wordvec/word_vector_200d.vec")
 
     flags = [f for f in SMALL_MODEL if f not in ("--no_w2v", "--offline")]
     args = ["--data_dir", str(tmp_path / "data"), "--model_dir", str(tmp_path / "model"),
@@ -340,7 +340,7 @@ def test_main_fetches_twitter2017_into_its_own_folder(server, tmp_path, monkeypa
     files = {"train.txt": make_tweets(20, 4), "valid.txt": make_tweets(6, 5), "test.txt": make_tweets(6, 6)}
     for name, tweets in files.items():
         FILES[f"/umt/twitter2017/{name}"] = write_conll(tmp_path / f"served_{name}", tweets).read_bytes()
-    monkeypatch.setitem(resources.DATASETS, "twitter2017", changed_dataset(
+    monkeypatch.setitem(downloads.DATASETS, "twitter2017", changed_dataset(
         "twitter2017", text_url=server + "/umt/twitter2017/{file}"))
     monkeypatch.chdir(tmp_path)  # the default --data_dir is ./data/twitter2017
     flags = [f for f in SMALL_MODEL if f != "--offline"]
@@ -366,7 +366,7 @@ def test_missing_features_without_a_public_copy_is_one_message(server, tmp_path,
 
 
 def test_main_offline_failure_is_one_clear_message(server, tmp_path, monkeypatch, capsys):
-    monkeypatch.setitem(resources.DATASETS, "twitter2015", changed_dataset(
+    monkeypatch.setitem(downloads.DATASETS, "twitter2015", changed_dataset(
         "twitter2015", text_url=server + "/absent/{file}"))
     assert main.main(["--data_dir", str(tmp_path / "data"), "--model_dir", str(tmp_path / "model"), "--do_train",
                       "--no_w2v"]) == 2
@@ -386,13 +386,13 @@ def test_extractor_downloads_the_archive_and_extracts_twitter2017(server, tmp_pa
     for name, chunk in (("train.txt", ids[:2]), ("valid.txt", ids[2:3]), ("test.txt", ids[3:])):
         text = write_conll(tmp_path / f"served_{name}", [(img_id, [("x", "O")]) for img_id in chunk])
         FILES[f"/text2017/{name}"] = text.read_bytes()
-    monkeypatch.setitem(resources.DATASETS, "twitter2017", dataclasses.replace(
+    monkeypatch.setitem(downloads.DATASETS, "twitter2017", dataclasses.replace(
         served(server, "twitter2017", "/archive/umt.zip"), text_url=server + "/text2017/{file}"))
     data_dir = tmp_path / "data"
     torch.manual_seed(0)
     weights = tmp_path / "vgg16.pth"
     torch.save(vgg.VGG16Features().state_dict(), weights)
-    assert vgg.main(["--dataset", "twitter2017", "--data_dir", str(data_dir), "--vgg_weights", str(weights),
+    assert save_vgg_feature.main(["--dataset", "twitter2017", "--data_dir", str(data_dir), "--vgg_weights", str(weights),
                      "--workers", "0"]) == 0
     assert_images(data_dir / "twitter2017_images", "twitter2017_images")
     assert not (data_dir / "twitter2015_images").exists()
@@ -406,7 +406,7 @@ def test_extractor_downloads_the_archive_and_extracts_twitter2017(server, tmp_pa
 
 
 def test_extractor_offline_without_the_text_names_the_file(tmp_path, capsys):
-    assert vgg.main(["--dataset", "twitter2017", "--data_dir", str(tmp_path / "d"), "--offline"]) == 2
+    assert save_vgg_feature.main(["--dataset", "twitter2017", "--data_dir", str(tmp_path / "d"), "--offline"]) == 2
     err = capsys.readouterr().err
     assert f"{tmp_path / 'd' / 'train.txt'} is missing and --offline forbids downloading it from" in err
     assert "jefferyYu/UMT" in err and "Traceback" not in err
@@ -419,7 +419,7 @@ def test_extractor_offline_without_images_says_where_to_put_them(tmp_path, capsy
         write_conll(data_dir / name, [("17_06_12483", [("x", "O")])])
     weights = tmp_path / "vgg16.pth"
     torch.save(vgg.VGG16Features().state_dict(), weights)
-    assert vgg.main(["--dataset", "twitter2017", "--data_dir", str(data_dir), "--vgg_weights", str(weights),
+    assert save_vgg_feature.main(["--dataset", "twitter2017", "--data_dir", str(data_dir), "--vgg_weights", str(weights),
                      "--offline"]) == 2
     err = capsys.readouterr().err
     assert f"{data_dir / 'twitter2017_images'} does not exist" in err and "IJCAI2019_data.zip" in err

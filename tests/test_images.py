@@ -5,7 +5,7 @@ import torch
 from PIL import Image
 
 import images
-import save_vgg_feature as vgg
+import vgg
 
 
 def test_open_image_gives_upright_eight_bit_rgb(tmp_path):

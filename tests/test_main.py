@@ -9,6 +9,7 @@ import torch
 from seqeval.metrics.sequence_labeling import get_entities
 
 import data_loader as data
+import flags
 import main
 import model
 import trainer
@@ -264,7 +265,7 @@ def test_preset_authors_sets_the_released_setup_and_explicit_flags_win(tmp_path,
     config = json.loads((tmp_path / "model" / "config.json").read_text())
     kept = {"num_train_epochs": 1, "max_seq_len": 8}  # given explicitly (max_seq_len by SMALL_MODEL)
     assert config["preset"] == "authors" and config["preset_kept"] == kept
-    assert config["preset_set"] == {k: v for k, v in main.PRESETS["authors"].items() if k not in kept}
+    assert config["preset_set"] == {k: v for k, v in flags.PRESETS["authors"].items() if k not in kept}
     assert (config["optimizer"], config["train_batch_size"], config["model_config"]["architecture"]) == \
         ("rmsprop", 10, "authors")
     assert "given explicitly, these win over it: {'num_train_epochs': 1, 'max_seq_len': 8}" in caplog.text

@@ -6,9 +6,10 @@ from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import data_loader as data
 import trainer
-from model import ACN, CharCNN, ModelConfig, build_model, reverse_each
+from model import ACN, CharCNN, ModelConfig, reverse_each
+from trainer import build_model
 from conftest import random_examples, train_on_batch
-from reference import LiteralACN, literal_coattention
+from reference_model import LiteralACN, literal_coattention
 
 
 def config(**overrides):
@@ -135,7 +136,7 @@ def test_flipped_bilstm_equals_packed_bilstm():
 
 
 # The query-side parameters of the concat attention: the softmax over items cancels their term, so their gradient
-# is zero up to rounding (README, "Results unchanged by the speed work").
+# is zero up to rounding (docs/model.md, the attention property).
 CONCAT_QUERY_SIDE = ("visual_attention.scores.query_proj.", "textual_attention.scores.query_proj.",
                      "visual_attention.scores.score.bias", "textual_attention.scores.score.bias")
 

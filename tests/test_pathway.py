@@ -11,7 +11,7 @@ import random
 import pytest
 import torch
 
-import bench
+import pathway
 import data_loader as data
 from conftest import run_main, write_conll
 
@@ -76,9 +76,9 @@ def pathway_runs(tmp_path_factory):
                             "--learning_rate", "0.01", "--max_seq_len", "35", "--architecture", architecture,
                             *flags) == 0
             results[architecture, label] = json.loads((out / "model" / "metrics.json").read_text())["test"]["f1"]
-            if label == "image":  # how much the trained model leans on the image (bench.py's diagnostic)
+            if label == "image":  # how much the trained model leans on the image (pathway.image_use)
                 test = data.read_split("test", str(data_dir / "test"))
-                results[architecture, "use"] = bench.image_use(str(out / "model"), test,
+                results[architecture, "use"] = pathway.image_use(str(out / "model"), test,
                                                                str(data_dir / "img_vgg_features.pt"),
                                                                str(shuffled_dir / "img_vgg_features.pt"))
     return results
@@ -95,7 +95,7 @@ def test_own_image_beats_text_only_and_shuffled_images_do_not(pathway_runs, arch
 
 @pytest.mark.parametrize("architecture", ["paper", "authors"])
 def test_image_use_diagnostic_sees_a_model_that_relies_on_its_image(pathway_runs, architecture):
-    """bench.py's image_use on a model that needs the image: its gate lets the image in, and other tweets' features
+    """pathway.image_use on a model that needs the image: its gate lets the image in, and other tweets' features
     at evaluation cost it what the image gave."""
     use = pathway_runs[architecture, "use"]
     assert use["gate"] > 0.05, use

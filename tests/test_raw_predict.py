@@ -6,10 +6,10 @@ import pytest
 import torch
 from PIL import Image
 
-import data_loader as data
+import image_features
+import downloads
 import main
-import save_vgg_feature as vgg
-import utils
+import vgg
 from conftest import run_main
 
 
@@ -19,8 +19,8 @@ def trained(tmp_path, tiny_data):
     data_dir, splits = tiny_data
     weights = random_vgg_weights(tmp_path / "vgg16.pth")
     features = torch.load(data_dir / "img_vgg_features.pt", weights_only=True)
-    features[data.PROVENANCE_KEY] = {"mode": "torchvision", "weights_file": "vgg16.pth",
-                                     "weights_sha256": utils.sha256_of(weights), "dtype": "float32"}
+    features[image_features.PROVENANCE_KEY] = {"mode": "torchvision", "weights_file": "vgg16.pth",
+                                     "weights_sha256": downloads.sha256_of(weights), "dtype": "float32"}
     torch.save(features, data_dir / "img_vgg_features.pt")
     assert run_main(tmp_path, data_dir, "--do_train", "--num_train_epochs", "1") == 0
     return tmp_path, data_dir, str(weights)
@@ -99,7 +99,7 @@ def test_the_image_changes_the_prediction_input(trained, monkeypatch):
     assert predict(tmp_path, data_dir, "--text", "Obama in Paris", "--image", str(tmp_path / "yellow.jpg"),
                    "--vgg_weights", weights) == 0
     extractor = vgg.extractor_from_provenance(
-        {"mode": "torchvision", "weights_file": "vgg16.pth", "weights_sha256": utils.sha256_of(weights),
+        {"mode": "torchvision", "weights_file": "vgg16.pth", "weights_sha256": downloads.sha256_of(weights),
          "dtype": "float32"}, weights)
     expected, _ = extractor.features([str(tmp_path / "yellow.jpg")])
     torch.testing.assert_close(seen[0][0], expected[str(tmp_path / "yellow.jpg")])
@@ -136,7 +136,7 @@ def test_image_pipeline_states_how_recordless_features_were_made(tmp_path, tiny_
     assert predict(tmp_path, data_dir, *image, "--image_pipeline", "seed") == 0
     assert json.loads(capsys.readouterr().out)["image_feature"] == "image"
     assert "is not torchvision's vgg16-397923af.pth" in caplog.text  # random weights: said, not refused
-    record = {"mode": "seed", "weights_file": "vgg16.pth", "weights_sha256": utils.sha256_of(weights),
+    record = {"mode": "seed", "weights_file": "vgg16.pth", "weights_sha256": downloads.sha256_of(weights),
               "dtype": "float32"}
     expected, _ = vgg.extractor_from_provenance(record, str(weights)).features([str(tmp_path / "x.jpg")])
     torch.testing.assert_close(seen[0][0], expected[str(tmp_path / "x.jpg")])

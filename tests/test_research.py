@@ -8,7 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+import flags
 import main
+import plots
+import predict
+import results as seed_results
 import utils
 from conftest import run_main, write_conll
 
@@ -20,13 +24,13 @@ def fake_metrics(f1, per_type):
 
 
 def test_seed_summary_arithmetic_and_table():
-    rows = [main.seed_row(seed, fake_metrics(f1, {"PER": f1 + 0.1, "MISC": f1 - 0.1}))
+    rows = [seed_results.seed_row(seed, fake_metrics(f1, {"PER": f1 + 0.1, "MISC": f1 - 0.1}))
             for seed, f1 in ((7, 0.5), (8, 0.6), (11, 0.7))]
-    results = main.summarise_seeds([7, 8, 11], rows, {"hidden_dim": 16, "optimizer": "adam"})
+    results = seed_results.summarise_seeds([7, 8, 11], rows, {"hidden_dim": 16, "optimizer": "adam"})
     assert results["summary"]["test_f1"]["mean"] == pytest.approx(0.6)
     assert results["summary"]["test_f1"]["std"] == pytest.approx(statistics.stdev([0.5, 0.6, 0.7]))
     assert results["summary"]["test_f1_MISC"]["mean"] == pytest.approx(0.5)
-    table = main.results_markdown(results).splitlines()
+    table = seed_results.results_markdown(results, flags.flag_defaults).splitlines()
     assert table[0].startswith("| seed |") and [line.split(" | ")[0] for line in table[2:5]] == ["| 7", "| 8", "| 11"]
     assert table[5].startswith("| mean +- std |") and table[5].endswith("| 60.00 +- 10.00 |")
     assert "| MISC | PER |" in table and "| 50.00 +- 10.00 | 70.00 +- 10.00 |" in table
@@ -34,10 +38,11 @@ def test_seed_summary_arithmetic_and_table():
 
 
 def test_seed_table_compares_settings_with_the_defaults_of_their_dataset():
-    rows = [main.seed_row(seed, fake_metrics(0.5, {"MISC": 0.4})) for seed in (7, 8)]
+    rows = [seed_results.seed_row(seed, fake_metrics(0.5, {"MISC": 0.4})) for seed in (7, 8)]
     config = {"dataset": "twitter2017", "train_file": "train.txt", "dev_file": "valid.txt", "test_file": "test.txt",
               "img_dir": "twitter2017_images", "data_dir": "/elsewhere", "seed": 7}
-    last_line = main.results_markdown(main.summarise_seeds([7, 8], rows, config)).splitlines()[-1]
+    table = seed_results.results_markdown(seed_results.summarise_seeds([7, 8], rows, config), flags.flag_defaults)
+    last_line = table.splitlines()[-1]
     assert last_line.startswith("Data set twitter2017;") and '"data_dir": "/elsewhere"' in last_line
     for name in ("train_file", "dev_file", "test_file", "img_dir"):  # the data set's own names are its defaults
         assert f'"{name}"' not in last_line
@@ -53,7 +58,7 @@ def test_seeds_train_each_seed_into_its_folder(tmp_path, tiny_data):
         metrics = json.loads((model_dir / f"seed_{r['seed']}" / "metrics.json").read_text())
         assert r["test_f1"] == metrics["test"]["f1"] and r["dev_recall"] == metrics["dev"]["recall"]
         assert json.loads((model_dir / f"seed_{r['seed']}" / "config.json").read_text())["seed"] == r["seed"]
-    assert (model_dir / "results.md").read_text() == main.results_markdown(results)
+    assert (model_dir / "results.md").read_text() == seed_results.results_markdown(results, flags.flag_defaults)
 
 
 def test_summarise_gives_what_seeds_gives_for_runs_made_apart(tmp_path, tiny_data):
@@ -106,9 +111,9 @@ def test_summarise_refuses_runs_of_other_settings_unfinished_runs_and_repeated_s
         assert main.main(["--summarise", a, c, "--model_dir", out]) == 2
     assert f"{c} is in use by another run" in capsys.readouterr().err
     assert not (tmp_path / "summary").exists()  # nothing written from a refused summary
-    for flags in (["--summarise", a, "--do_train", "--model_dir", out], ["--summarise", a]):
+    for argv in (["--summarise", a, "--do_train", "--model_dir", out], ["--summarise", a]):
         with pytest.raises(SystemExit):
-            main.parse_args(flags)
+            main.parse_args(argv)
     assert "--summarise needs --model_dir" in capsys.readouterr().err
 
 
@@ -132,7 +137,7 @@ def test_training_curve_draws_the_history(tmp_path, tiny_data):
     data_dir, _ = tiny_data
     run_main(tmp_path, data_dir, "--do_train", "--logging_steps", "2")
     history = json.loads((tmp_path / "model" / "metrics.json").read_text())["history"]
-    figure = utils.training_curve_figure(history)
+    figure = plots.training_curve_figure(history)
     loss_line, f1_line = figure.axes[0].lines[0], figure.axes[1].lines[0]
     assert list(loss_line.get_xdata()) == [h["epoch"] for h in history]  # fractional epochs of --logging_steps too
     assert list(loss_line.get_ydata()) == [h["train_loss"] for h in history]
@@ -156,7 +161,7 @@ def test_attention_maps_over_image_and_alone(tmp_path, tiny_data, attention):
         img_id, tokens = splits["test"][index]
         assert png.name == f"{index}_{img_id}.png"
         with Image.open(png) as image:  # additive: a panel per word; concat: one panel, the same for every word
-            assert image.size == utils.attention_figure_size(len(tokens) if attention == "additive" else 1)
+            assert image.size == plots.attention_figure_size(len(tokens) if attention == "additive" else 1)
     with Image.open(pngs[0]) as over_image:  # green image under the heat map of the first tweet
         rgb = np.asarray(over_image.convert("RGB")).astype(int)
     r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]
@@ -174,7 +179,7 @@ def test_attention_map_of_a_rotated_photo_is_drawn_upright(tmp_path, tiny_data, 
     exif[0x0112] = 6  # orientation: rotate 90 degrees clockwise to display
     stored.save(data_dir / "ner_img" / f"{splits['test'][0][0]}.jpg", exif=exif)
     drawn = []
-    monkeypatch.setattr(utils, "plot_visual_attention", lambda words, alpha, path, image=None: drawn.append(image))
+    monkeypatch.setattr(plots, "plot_visual_attention", lambda words, alpha, path, image=None: drawn.append(image))
     assert run_main(tmp_path, data_dir, "--do_predict", "--pred_file", str(data_dir / "test"), "--save_attention",
                     "--attention_limit", "1") == 0
     upright = np.asarray(drawn[0]).astype(int)
@@ -190,13 +195,13 @@ def test_image_ids_never_become_paths(tmp_path, tiny_data):
     assert run_main(tmp_path, data_dir, "--do_predict", "--pred_file", str(path), "--save_attention") == 0
     names = sorted(p.name for p in (tmp_path / "model" / "attention").iterdir())
     assert names == ["0__.._.._.._tmp_x.png", "1__etc_passwd.png", "2_.png"]  # no `/`: each is a file in the folder
-    assert main.attention_file_name(3, "a/b\\c") == "3_a_b_c.png"
+    assert predict.attention_file_name(3, "a/b\\c") == "3_a_b_c.png"
 
 
 def test_attention_figure_size_grows_in_rows_of_six():
-    assert utils.attention_figure_size(1) == (200, 200)
-    assert utils.attention_figure_size(6) == (1200, 200)
-    assert utils.attention_figure_size(13) == (1200, 600)
+    assert plots.attention_figure_size(1) == (200, 200)
+    assert plots.attention_figure_size(6) == (1200, 200)
+    assert plots.attention_figure_size(13) == (1200, 600)
 
 
 @pytest.mark.parametrize("flags, message", [

@@ -10,7 +10,7 @@ from seqeval.metrics.sequence_labeling import get_entities
 
 import data_loader as data
 import main
-import resources
+import downloads
 from conftest import SMALL_MODEL, real_data_folder
 
 EXPECTED = {"train.txt": (3373, 53007), "valid.txt": (723, 11309), "test.txt": (723, 11330)}
@@ -28,7 +28,7 @@ def splits(twitter2017_dir):
 
 
 def test_reads_every_tweet_and_token(splits):
-    assert tuple(EXPECTED) == resources.DATASETS["twitter2017"].split_files
+    assert tuple(EXPECTED) == downloads.DATASETS["twitter2017"].split_files
     for name, (tweets, stats) in splits.items():
         assert (stats.tweets, stats.tokens) == EXPECTED[name], name
         assert (stats.missing_tags, stats.empty_tweets, stats.dangling_inside, stats.duplicate_ids) == (0, 0, 0, 0)
@@ -37,7 +37,7 @@ def test_reads_every_tweet_and_token(splits):
 
 def test_entity_types_are_the_data_sets(splits):
     types = {tag[2:] for tweets, _ in splits.values() for tweet in tweets for tag in tweet.tags if tag != "O"}
-    assert types == set(resources.DATASETS["twitter2017"].entity_types) == {"PER", "LOC", "ORG", "MISC"}
+    assert types == set(downloads.DATASETS["twitter2017"].entity_types) == {"PER", "LOC", "ORG", "MISC"}
 
 
 def test_longest_tweet(splits):

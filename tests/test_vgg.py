@@ -5,9 +5,11 @@ import torch
 from PIL import Image
 
 import data_loader as data
+import image_features
 import images
-import save_vgg_feature as vgg
-import resources
+import save_vgg_feature
+import vgg
+import downloads
 from conftest import write_conll
 
 # torchvision's vgg16().features: convolutions at these indices (ReLU after each, max-pool at 4, 9, 16, 23, 30)
@@ -112,7 +114,7 @@ def test_command_line_run_float16_report_and_training_loader(tmp_path, capsys):
     write_conll(data_dir / "dev", [(i, [("b", "O")]) for i in ids[5:8]])
     write_conll(data_dir / "test", [(i, [("c", "O")]) for i in ids[8:]] + [("rgb", [("d", "O")])])
     torchvision_style_checkpoint(tmp_path / "vgg16.pth")
-    assert vgg.main(["--data_dir", str(data_dir), "--vgg_weights", str(tmp_path / "vgg16.pth"), "--dtype",
+    assert save_vgg_feature.main(["--data_dir", str(data_dir), "--vgg_weights", str(tmp_path / "vgg16.pth"), "--dtype",
                      "float16", "--batch_size", "3", "--workers", "2"]) == 0
     assert "Wrote 7 features" in capsys.readouterr().out
     saved = torch.load(data_dir / "img_vgg_features.pt", weights_only=True)
@@ -122,7 +124,7 @@ def test_command_line_run_float16_report_and_training_loader(tmp_path, capsys):
     assert all(v.dtype == torch.float16 and v.shape == (49, 512) for v in saved.values())
     report = (data_dir / "img_vgg_features.pt.failures.tsv").read_text().splitlines()
     assert sorted(line.split("\t")[0] for line in report) == ["missing", "notimage", "truncated"]
-    table = data.load_image_features(str(data_dir / "img_vgg_features.pt"), ids)
+    table = image_features.load_image_features(str(data_dir / "img_vgg_features.pt"), ids)
     assert table.missing_ids == ["truncated", "notimage", "missing"]
     torch.testing.assert_close(table.gather(table.rows(["gray"]))[0], saved["gray"].float())
 
@@ -130,8 +132,8 @@ def test_command_line_run_float16_report_and_training_loader(tmp_path, capsys):
 def test_no_weights_offline_names_both_ways(tmp_path, monkeypatch, capsys):
     monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
     write_conll(tmp_path / "train", [("1", [("a", "O")])])
-    assert vgg.main(["--data_dir", str(tmp_path), "--files", "train", "--offline"]) == 2
+    assert save_vgg_feature.main(["--data_dir", str(tmp_path), "--files", "train", "--offline"]) == 2
     err = capsys.readouterr().err
-    assert "--vgg_weights PATH" in err and resources.VGG16_WEIGHTS_URL in err and "hub/checkpoints" in err
-    assert vgg.main(["--data_dir", str(tmp_path), "--files", "train", "--vgg_weights", str(tmp_path / "x.pth")]) == 2
+    assert "--vgg_weights PATH" in err and downloads.VGG16_WEIGHTS_URL in err and "hub/checkpoints" in err
+    assert save_vgg_feature.main(["--data_dir", str(tmp_path), "--files", "train", "--vgg_weights", str(tmp_path / "x.pth")]) == 2
     assert "x.pth: --vgg_weights file not found" in capsys.readouterr().err

@@ -20,7 +20,8 @@ import torch
 from PIL import Image
 
 import data_loader as data
-import save_vgg_feature as vgg
+import save_vgg_feature
+import vgg
 from conftest import write_conll
 
 def uniform_png(path, rgb, size=(224, 224)):
@@ -206,7 +207,7 @@ def data_folder(tmp_path, good=("a", "b"), bad=("bad",), missing=("gone",)):
 
 
 def run_cli(data_dir, *flags):
-    return vgg.main(["--data_dir", str(data_dir), "--files", "train", "--workers", "0", *flags])
+    return save_vgg_feature.main(["--data_dir", str(data_dir), "--files", "train", "--workers", "0", *flags])
 
 
 def test_mode_and_weights_that_cannot_go_together_are_refused(tmp_path, capsys, monkeypatch):
@@ -233,7 +234,7 @@ def test_mode_and_weights_that_cannot_go_together_are_refused(tmp_path, capsys, 
                                                   ("--batch_size", "many", "expected a positive integer, got 'many'")])
 def test_bad_counts_are_argparse_errors(flag, value, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
-        vgg.main([flag, value])
+        save_vgg_feature.main([flag, value])
     assert exit_info.value.code == 2
     assert capsys.readouterr().err.splitlines()[-1].endswith(f"argument {flag}: {message}")
 

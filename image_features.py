@@ -1,0 +1,123 @@
+"""The cached VGG16 image features of a data set: a torch file mapping image id -> (49, 512) pool5 regions, opened
+memory-mapped, every feature used checked, and the ids without one counted (their tweets get the zero feature).
+"""
+import logging
+import os
+from dataclasses import dataclass
+
+import torch
+
+from data_loader import DataError
+
+logger = logging.getLogger(__name__)
+
+NUM_REGIONS, REGION_DIM = 49, 512  # VGG16 pool5 for a 224 x 224 image: 7 x 7 regions of 512 channels
+PROVENANCE_KEY = "__provenance__"  # reserved key of a feature file: how save_vgg_feature.py made it
+MISSING_FEATURES_WARN = 0.1  # a share of image ids without a feature above this is a loud warning
+
+
+@dataclass
+class FeatureTable:
+    """The image features of a run, one (49, 512) tensor per image, and row 0 the zero feature given to tweets
+    whose image has none. The tensors are views of the memory-mapped feature file (`torch.load(mmap=True)`):
+    nothing is copied at load, the OS page cache holds the file's pages (the kernel can reclaim them at any time,
+    since they are clean file pages, not process memory), and a batch gathers copies of its rows as float32."""
+    regions: list             # row -> (49, 512) tensor, a view of the mapped file: read it, never write it
+    row_of: dict              # image id (str) -> row
+    missing_ids: list         # ids asked for and not in the file
+    provenance: dict = None   # how save_vgg_feature.py made the file, or None when the file has no record
+
+    def rows(self, img_ids):
+        return [self.row_of.get(img_id, 0) for img_id in img_ids]
+
+    def gather(self, rows):
+        return torch.stack([self.regions[row] for row in rows]).float()  # (B, 49, 512), a new tensor
+
+
+def _as_regions(path, img_id, value):
+    """Check one feature and return it as a (49, 512) view, regions in row-major order of the 7 x 7 grid."""
+    if not isinstance(value, torch.Tensor):
+        raise DataError(f"{path}: the feature of image id {img_id!r} is a {type(value).__name__}, not a tensor. "
+                        f"Re-extract the features with save_vgg_feature.py.")
+    if value.dtype not in (torch.float16, torch.float32, torch.float64, torch.bfloat16):
+        raise DataError(f"{path}: the feature of image id {img_id!r} has dtype {value.dtype}; expected float16 or "
+                        f"float32. Re-extract it with save_vgg_feature.py.")
+    if tuple(value.shape) == (REGION_DIM, 7, 7):
+        value = value.reshape(REGION_DIM, NUM_REGIONS).t()  # (49, 512), a view: region r is grid cell (r // 7, r % 7)
+    elif tuple(value.shape) != (NUM_REGIONS, REGION_DIM):
+        raise DataError(f"{path}: the feature of image id {img_id!r} has shape {tuple(value.shape)}; expected "
+                        f"(49, 512) or (512, 7, 7) (VGG16 pool5). Re-extract it with save_vgg_feature.py.")
+    if not torch.isfinite(value).all():
+        raise DataError(f"{path}: the feature of image id {img_id!r} contains NaN or inf values. Re-extract it with "
+                        f"save_vgg_feature.py.")
+    return value
+
+
+def _ids_of(path, stored):
+    """image id (str) -> key of `stored`; an id written both as an int and as a string is an error."""
+    by_id = {}
+    for key in stored:
+        if key == PROVENANCE_KEY:
+            continue
+        img_id = str(key)
+        if img_id in by_id:
+            raise DataError(f"{path}: image id {img_id!r} is in the file twice, as {by_id[img_id]!r} and as {key!r}. "
+                            f"Keep one of them (re-extract with save_vgg_feature.py).")
+        by_id[img_id] = key
+    return by_id
+
+
+def open_feature_file(path):
+    """The object a feature file holds, its tensors memory-mapped (not read) where the format allows."""
+    try:
+        try:
+            return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+        except RuntimeError as exc:
+            if "mmap" not in str(exc):
+                raise
+            return torch.load(path, map_location="cpu", weights_only=True)  # legacy torch format: not mappable
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for a bad file; all mean the same to a user
+        raise DataError(f"{path}: not a readable torch file ({type(exc).__name__}: {str(exc)[:200]}). Re-extract it "
+                        f"with save_vgg_feature.py or download it again.") from None
+
+
+def load_image_features(path, img_ids, require_some=True):
+    """Open the features of `img_ids` in a torch file mapping image id -> (49, 512) or (512, 7, 7) tensor
+    (float16 or float32; keys ints or strings, matched as strings; the reserved key `__provenance__` says how the
+    file was made). Every feature used is checked (shape, dtype, finite values). Ids with no feature get the zero
+    row and are counted; when no id at all has a feature, the file is not this data's and that is an error (unless
+    `require_some` is False: new tweets to tag may all come without an image)."""
+    if os.path.isdir(path):
+        raise DataError(f"{path}: is a directory, not an image-feature file. Pass --img_feature_file, or train "
+                        f"text-only with --no_img.")
+    if not os.path.isfile(path):
+        raise DataError(f"{path}: image-feature file not found. Extract it with save_vgg_feature.py, pass "
+                        f"--img_feature_file, or train text-only with --no_img.")
+    stored = open_feature_file(path)
+    if not isinstance(stored, dict):
+        raise DataError(f"{path}: holds a {type(stored).__name__}; expected a dict mapping image id -> (49, 512) "
+                        f"tensor. Re-extract it with save_vgg_feature.py.")
+    provenance = stored.get(PROVENANCE_KEY)
+    by_id = _ids_of(path, stored)
+    wanted = list(dict.fromkeys(img_ids))  # unique, first-seen order
+    present = [img_id for img_id in wanted if img_id in by_id]
+    missing = [img_id for img_id in wanted if img_id not in by_id]
+    if require_some and wanted and not present:
+        sample = ", ".join(repr(key) for key in list(by_id)[:3]) or "none"
+        raise DataError(f"{path}: none of the {len(wanted)} image ids of the data has a feature in this file (its "
+                        f"{len(by_id)} keys begin {sample}; the data's ids begin "
+                        f"{', '.join(repr(i) for i in wanted[:3])}). Point --img_feature_file at the features of "
+                        f"this data, extract them with save_vgg_feature.py, or train text-only with --no_img.")
+
+    regions = [torch.zeros(NUM_REGIONS, REGION_DIM)]
+    regions += [_as_regions(path, img_id, stored[by_id[img_id]]) for img_id in present]
+    row_of = {img_id: row for row, img_id in enumerate(present, start=1)}
+    if missing:
+        share = len(missing) / len(wanted)
+        large = (f". THAT IS {100 * share:.0f}% OF THE IMAGES: is this the feature file of this data?"
+                 if share > MISSING_FEATURES_WARN else "")
+        logger.warning("%s: %d of %d image ids (%.1f%%) have no feature; their tweets get a zero feature and stay in "
+                       "the data%s%s", path, len(missing), len(wanted), 100 * share, large,
+                       "" if logger.isEnabledFor(logging.DEBUG) else " (--verbose lists them)")
+        logger.debug("Image ids without a feature: %s", " ".join(missing))
+    return FeatureTable(regions, row_of, missing, provenance if isinstance(provenance, dict) else None)

@@ -1,0 +1,170 @@
+"""Tagging with a trained run: IMGID-CoNLL files (scored when tagged), raw tweets (JSONL or one --text), and maps of
+the visual attention.
+
+Raw tweets are tokenised keeping character offsets (raw_tweets.py); their images go through the same VGG16 pipeline
+that made the run's training features, rebuilt from the provenance record its config.json carries (vgg.py).
+"""
+import logging
+import os
+import re
+import sys
+
+import torch
+
+import data_loader as data
+import image_features
+import images
+import plots
+import trainer
+import utils
+import vgg
+
+logger = logging.getLogger(__name__)
+
+
+def tag_file(model, vocab, device, split, features, output, run, *, batch_size, progress, attention_limit, img_dir):
+    """Tag the tweets of `split` (an IMGID-CoNLL file) into `output`; score them too when every token came with a
+    tag (`<output>.metrics.json`). `attention_limit` > 0 draws the attention of that many tweets into the run."""
+    split.examples = data.encode_tweets(split.tweets, vocab, model.config.max_word_len, features)
+    predicted = trainer.predict(model, split.examples, len(split.tweets), vocab, features, batch_size, device,
+                                progress)
+    has_gold = split.stats.missing_tags == 0
+    trainer.write_predictions(output, split.tweets, predicted, with_gold=has_gold)
+    no_feature = sum(1 for img_id in split.img_ids if features is not None and img_id not in features.row_of)
+    logger.info("Tagged %d tweets (%d tokens) of %s -> %s; %d tweets had no image feature (zero feature used)",
+                len(split.tweets), split.stats.tokens, split.path, output, no_feature)
+    if has_gold:
+        result = trainer.score([t.tags for t in split.tweets], predicted)
+        logger.info("\n%s", trainer.format_metrics(os.path.basename(split.path), result))
+        utils.atomic_write_json(output + ".metrics.json", result)
+    if attention_limit and features is not None:
+        save_attention_maps(model, split, features, device, run.file("attention"), attention_limit,
+                            lambda tweet: images.find_image(img_dir, tweet.img_id))
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Raw tweets
+
+def image_extractor(run, vgg_weights, offline, device, stated_mode=None):
+    """The feature extractor that made the features the run was trained on, from the provenance record its
+    config.json carries, or, for features without one, from the mode the user states (--image_pipeline)."""
+    path = run.file("config.json")
+    config = run.read_config("It records how the training features were made, which tagging raw tweets with "
+                             "images needs. Point --model_dir at a trained run.")
+    if config is None and stated_mode is None:
+        raise data.DataError(f"{path} is missing: it records how the training features were made, which tagging raw "
+                             f"tweets with images needs. Point --model_dir at the folder of a trained run (with its "
+                             f"config.json), or state the pipeline with --image_pipeline.")
+    provenance = ((config or {}).get("image_features") or {}).get("provenance")
+    provenance = provenance if isinstance(provenance, dict) else None
+    if provenance is not None and stated_mode is not None and stated_mode != provenance.get("mode"):
+        raise data.DataError(f"{path}: the training features were made with --preprocess {provenance.get('mode')} "
+                             f"(their provenance record), not {stated_mode}: drop --image_pipeline.")
+    if provenance is None and stated_mode is not None:
+        provenance, vgg_weights = vgg.stated_provenance(stated_mode, vgg_weights, offline)
+        logger.info("The training features have no provenance record; as --image_pipeline states, images are "
+                    "extracted with --preprocess %s and %s", stated_mode, vgg_weights)
+    return vgg.extractor_from_provenance(provenance, vgg_weights, offline, device)
+
+
+def raw_features(records, extractor):
+    """A FeatureTable keyed by record id for the records whose image could be used, and {id: why not} for those
+    whose image could not."""
+    paths = sorted({record.image for record in records if record.image is not None})
+    by_path, failures = extractor.features(paths) if paths else ({}, [])
+    reason_of = dict(failures)
+    usable = [record for record in records if record.image in by_path]
+    regions = [torch.zeros(image_features.NUM_REGIONS, image_features.REGION_DIM)] + [by_path[record.image] for record in usable]
+    table = image_features.FeatureTable(regions, {record.id: row for row, record in enumerate(usable, start=1)}, [])
+    problems = {record.id: reason_of.get(record.image, "no feature") for record in records
+                if record.image is not None and record.image not in by_path}
+    return table, problems
+
+
+def tag_raw_tweets(model, vocab, device, run, make_extractor, *, pred_file, text, image, output, batch_size,
+                   progress, attention_limit):
+    """Tag raw tweets (the JSONL `pred_file`, or the one tweet `text` with its `image`): tokenise them keeping
+    character offsets, extract their images' features with `make_extractor()` (called only when some tweet has
+    an image), and write one JSON line per tweet to `output` (for `text` without `output`: standard output). Bad
+    lines are reported with their line and skipped; the others are still tagged, and the exit code is 2."""
+    import raw_tweets  # here, not at the top: nltk's import costs ~1.3 s that training and evaluation never need
+    if text is not None:
+        records, errors = [raw_tweets.record_from_text(text, image)], []
+    else:
+        records, errors = raw_tweets.read_jsonl(pred_file)
+    split = data.Split("predict", pred_file or "--text", raw_tweets.to_tweets(records), data.ReadStats())
+    features, problems = None, {}
+    if model.config.use_image:
+        needs_images = any(record.image is not None for record in records)
+        features, problems = raw_features(records, make_extractor() if needs_images else None)
+    split.examples = data.encode_tweets(split.tweets, vocab, model.config.max_word_len, features)
+    predicted = trainer.predict(model, split.examples, len(split.tweets), vocab, features, batch_size, device,
+                                progress)
+    outputs = [raw_tweets.output_record(record, tags, features is not None and record.id in features.row_of,
+                                        problems.get(record.id) if model.config.use_image else
+                                        "the model is text-only (trained with --no_img)")
+               for record, tags in zip(records, predicted, strict=True)]
+    formatted = raw_tweets.format_jsonl(outputs)
+    if text is not None and not output:
+        print(formatted, end="")
+    else:
+        output = output or run.file(os.path.basename(pred_file) + ".predicted.jsonl")
+        utils.atomic_write_text(output, formatted)
+        logger.info("Tagged %d tweets of %s -> %s; %d used their image, %d the zero feature", len(records),
+                    split.path, output, sum(o["image_feature"] == "image" for o in outputs),
+                    sum(o["image_feature"] == "zero" for o in outputs))
+    if attention_limit and features is not None:
+        image_of = {record.id: record.image for record in records}
+        save_attention_maps(model, split, features, device, run.file("attention"), attention_limit,
+                            lambda tweet: image_of[tweet.img_id])
+    for message in errors:
+        print(f"error: {message}", file=sys.stderr)
+    if errors:
+        print(f"error: {len(errors)} lines of {pred_file} were skipped (above); the other {len(records)} "
+              f"tweets were tagged", file=sys.stderr)
+    return 2 if errors else 0
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Attention maps
+
+SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]")
+
+
+def attention_file_name(index, img_id):
+    """`<index>_<img_id>.png` with every character of the id outside [A-Za-z0-9_.-] replaced by `_` (an id from a
+    data file never becomes a path: no `/`, no `..`)."""
+    return f"{index}_{SAFE_NAME.sub('_', img_id).lstrip('.')}.png"
+
+
+def attention_backdrop(path):
+    """The image at `path`, upright, to draw the attention over; None (a plain map) when it is missing or
+    unreadable."""
+    if path is None or not os.path.isfile(path):
+        return None
+    try:
+        return images.open_image(path)
+    except images.ImageError as exc:
+        logger.warning("%s; its attention map is drawn without it", exc)
+        return None
+
+
+def save_attention_maps(model, split, features, device, folder, limit, image_path_of):
+    """<folder>/<n>_<img_id>.png for the first `limit` tweets of the split: one map per word with the additive
+    attention; with concat, where every word of a tweet gets the same map, one map per tweet."""
+    per_word = model.config.attention != "concat"
+    model.eval()
+    for example in split.examples[:limit]:
+        tweet = split.tweets[example.index]
+        with torch.no_grad():
+            _, maps = model(data.collate([example], features).to(device))
+        alpha = maps["visual"][0].cpu()                                          # (S, 49)
+        image = attention_backdrop(image_path_of(tweet))
+        path = os.path.join(folder, attention_file_name(example.index, tweet.img_id))
+        if per_word:
+            plots.plot_visual_attention(tweet.tokens, alpha, path, image)
+        else:
+            plots.plot_visual_attention([f"every word ({len(tweet.tokens)}): concat attention is one map per tweet"],
+                                        alpha[:1], path, image)
+    logger.info("Wrote %d attention maps to %s", min(len(split.examples), limit), folder)
