@@ -233,3 +233,12 @@ def test_sigterm_during_training_keeps_the_checkpoint_and_a_second_run_is_refuse
     saved = torch.load(model_dir / "model.pt", weights_only=True)
     assert saved["epoch"] >= 1 and all_finite(saved["model"])
     assert not [name for name in os.listdir(model_dir) if name.endswith(".tmp")]
+
+
+def test_the_suite_runs_one_thread_per_process():
+    """On a busy machine, torch's threads that wait for a core spin: the suite (and every program it starts, which
+    inherits the environment) uses one thread per process, without the user setting anything."""
+    assert torch.get_num_threads() == 1
+    child = subprocess.run([sys.executable, "-c", "import torch; print(torch.get_num_threads())"],
+                           capture_output=True, text=True, check=True)
+    assert child.stdout.strip() == "1"
