@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import torch
 
 import downloads
+import utils
 
 logger = logging.getLogger(__name__)
 
@@ -64,10 +65,10 @@ def _decode_utf8(path, raw):
 def read_bytes(path, what, hint):
     """The bytes of a data file, or a DataError that says why it cannot be read (`what` names the file's role,
     `hint` the flags that point elsewhere)."""
-    if os.path.isdir(path):
-        raise DataError(f"{path}: is a directory, not a {what}. {hint}")
-    if not os.path.exists(path):
-        raise DataError(f"{path}: no such file. {hint}")
+    problem = utils.not_a_file(path)
+    if problem:
+        raise DataError(f"{path}: {'no such file' if problem == 'does not exist' else f'{problem}, not a {what}'}. "
+                        f"{hint}")
     try:
         with open(path, "rb") as f:
             return f.read()
@@ -371,10 +372,10 @@ def load_word_vectors(path, vocab, dim, max_bad_fraction=0.01, seed=7):
     PAD gets zeros. Malformed lines are skipped and counted; more than `max_bad_fraction` of them is an error. The
     first vector of a word wins. A vocabulary word takes the vector of `vocab.vector_key(word)`."""
     hint = "Put the file there (--wordvec_dir/--w2v_file) or train with random word embeddings: --no_w2v."
-    if os.path.isdir(path):
-        raise DataError(f"{path}: is a directory, not a word-vector file. {hint}")
-    if not os.path.isfile(path):
-        raise DataError(f"{path}: word-vector file not found. {hint}")
+    problem = utils.not_a_file(path)
+    if problem:
+        kind = "word-vector file not found" if problem == "does not exist" else f"{problem}, not a word-vector file"
+        raise DataError(f"{path}: {kind}. {hint}")
     generator = torch.Generator().manual_seed(seed)
     matrix = torch.empty(len(vocab.words), dim).uniform_(-0.25, 0.25, generator=generator)
     matrix[0] = 0.0

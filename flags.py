@@ -93,10 +93,10 @@ def add_data_flags(p):
     g = p.add_argument_group("data")
     known = ", ".join(downloads.DATASETS)
     g.add_argument("--dataset", default="twitter2015", help=f"which data set: {known}, or the name of a local one in "
-                   f"the IMGID format (with --data_dir; files train.txt, valid.txt, test.txt, images in images/ unless "
-                   f"--train_file/--dev_file/--test_file/--img_dir say otherwise). Sets the defaults of --data_dir, the "
-                   f"split file names and --img_dir, where missing files are downloaded from, and the name results "
-                   f"are reported under. Evaluating or tagging a trained run takes it from the run")
+                   "the IMGID format (with --data_dir; files train.txt, valid.txt, test.txt, images in images/ unless "
+                   "--train_file/--dev_file/--test_file/--img_dir say otherwise). Sets the defaults of --data_dir, "
+                   "the split file names and --img_dir, where missing files are downloaded from, and the name "
+                   "results are reported under. Evaluating a trained run takes it from the run")
     g.add_argument("--data_dir", default=None, help="folder with the train/dev/test files and the image-feature file "
                    "(default: ./data/<dataset>)")
     g.add_argument("--train_file", default=None, help="training file name inside --data_dir (default: the data "

@@ -2,11 +2,11 @@
 memory-mapped, every feature used checked, and the ids without one counted (their tweets get the zero feature).
 """
 import logging
-import os
 from dataclasses import dataclass
 
 import torch
 
+import utils
 from data_loader import DataError
 
 logger = logging.getLogger(__name__)
@@ -39,6 +39,9 @@ def _as_regions(path, img_id, value):
     if not isinstance(value, torch.Tensor):
         raise DataError(f"{path}: the feature of image id {img_id!r} is a {type(value).__name__}, not a tensor. "
                         f"Re-extract the features with save_vgg_feature.py.")
+    if value.layout != torch.strided:
+        raise DataError(f"{path}: the feature of image id {img_id!r} is a {value.layout} tensor; expected a dense "
+                        f"(49, 512) tensor. Save it with .to_dense(), or re-extract it with save_vgg_feature.py.")
     if value.dtype not in (torch.float16, torch.float32, torch.float64, torch.bfloat16):
         raise DataError(f"{path}: the feature of image id {img_id!r} has dtype {value.dtype}; expected float16 or "
                         f"float32. Re-extract it with save_vgg_feature.py.")
@@ -69,6 +72,13 @@ def _ids_of(path, stored):
 
 def open_feature_file(path):
     """The object a feature file holds, its tensors memory-mapped (not read) where the format allows."""
+    problem = utils.not_a_file(path)
+    if problem:
+        kind = ("image-feature file not found" if problem == "does not exist"
+                else f"{problem}, not an image-feature file")
+        raise DataError(f"{path}: {kind}. "
+                        f"Extract it with save_vgg_feature.py, pass --img_feature_file, or train text-only with "
+                        f"--no_img.")
     try:
         try:
             return torch.load(path, map_location="cpu", weights_only=True, mmap=True)
@@ -87,12 +97,6 @@ def load_image_features(path, img_ids, require_some=True):
     file was made). Every feature used is checked (shape, dtype, finite values). Ids with no feature get the zero
     row and are counted; when no id at all has a feature, the file is not this data's and that is an error (unless
     `require_some` is False: new tweets to tag may all come without an image)."""
-    if os.path.isdir(path):
-        raise DataError(f"{path}: is a directory, not an image-feature file. Pass --img_feature_file, or train "
-                        f"text-only with --no_img.")
-    if not os.path.isfile(path):
-        raise DataError(f"{path}: image-feature file not found. Extract it with save_vgg_feature.py, pass "
-                        f"--img_feature_file, or train text-only with --no_img.")
     stored = open_feature_file(path)
     if not isinstance(stored, dict):
         raise DataError(f"{path}: holds a {type(stored).__name__}; expected a dict mapping image id -> (49, 512) "

@@ -11,6 +11,8 @@ import os
 import numpy as np
 from PIL import Image, ImageOps
 
+from utils import not_a_file
+
 IMAGE_EXTENSIONS = (".jpg", ".png", ".jpeg")
 SIXTEEN_BIT_MODES = ("I", "I;16", "I;16B", "I;16L", "F")
 
@@ -24,10 +26,11 @@ class ImageError(ValueError):
 
 
 def find_image(img_dir, img_id, extensions=IMAGE_EXTENSIONS):
-    """`<img_dir>/<img_id><ext>` for the first extension that exists, else None."""
+    """`<img_dir>/<img_id><ext>` for the first extension that exists (a regular file or not: read_image says what
+    else it is), else None."""
     for ext in extensions:
         path = os.path.join(img_dir, img_id + ext)
-        if os.path.isfile(path):
+        if os.path.exists(path):
             return path
     return None
 
@@ -38,6 +41,9 @@ def read_image(path, convert):
     `convert` must return a new image (convert, resize, ... do): the file is closed when this returns. Anything
     that goes wrong while decoding or converting is raised as ImageError.
     """
+    problem = not_a_file(path)
+    if problem and problem != "does not exist":  # (a missing file is FileNotFoundError below)
+        raise ImageError(path, f"{problem}, not an image file")
     try:
         with Image.open(path) as image:
             image.load()

@@ -104,9 +104,9 @@ def read_splits(args, names, recorded=None):
         now = dataclasses.asdict(split.stats)
         if isinstance(then, dict) and {k: then.get(k) for k in now} != now:
             raise data.DataError(f"{split.path} is not the file the run was trained and scored with: it holds "
-                                 f"{now['tweets']} tweets and {now['tokens']} tokens, the run's held {then.get('tweets')} "
-                                 f"and {then.get('tokens')}. Point --data_dir at the run's data, or score this file "
-                                 f"with --do_predict --pred_file.")
+                                 f"{now['tweets']} tweets and {now['tokens']} tokens, the run's held "
+                                 f"{then.get('tweets')} and {then.get('tokens')}. Point --data_dir at the run's data, "
+                                 f"or score this file with --do_predict --pred_file.")
     return splits
 
 
@@ -130,8 +130,8 @@ def load_features(args, splits, use_image):
     if not use_image:
         return None
     path = feature_path(args)
-    features = image_features.load_image_features(path, [img_id for split in splits.values() for img_id in split.img_ids],
-                                        require_some="predict" not in splits)
+    img_ids = [img_id for split in splits.values() for img_id in split.img_ids]
+    features = image_features.load_image_features(path, img_ids, require_some="predict" not in splits)
     if features.provenance is None:
         logger.info("%s has no provenance record (as the published file): how its features were made is not known; "
                     "save_vgg_feature.py records it", path)

@@ -75,7 +75,8 @@ def raw_features(records, extractor):
     by_path, failures = extractor.features(paths) if paths else ({}, [])
     reason_of = dict(failures)
     usable = [record for record in records if record.image in by_path]
-    regions = [torch.zeros(image_features.NUM_REGIONS, image_features.REGION_DIM)] + [by_path[record.image] for record in usable]
+    zero = torch.zeros(image_features.NUM_REGIONS, image_features.REGION_DIM)
+    regions = [zero] + [by_path[record.image] for record in usable]
     table = image_features.FeatureTable(regions, {record.id: row for row, record in enumerate(usable, start=1)}, [])
     problems = {record.id: reason_of.get(record.image, "no feature") for record in records
                 if record.image is not None and record.image not in by_path}

@@ -28,6 +28,7 @@ from nltk.tokenize import TweetTokenizer
 from seqeval.metrics.sequence_labeling import get_entities
 
 from data_loader import DataError, Tweet
+from utils import not_a_file
 
 # The library's pattern with its default options (phone numbers are recognised: `617-254-1030` is one token, as
 # in the training data; a match across spaces, `1922 - 2015`, is split at them by tokenize()).
@@ -167,9 +168,10 @@ def read_jsonl(path):
     folder of the JSONL file, so the file and its images can be moved together. Raises DataError when the file
     is missing or holds no line at all.
     """
-    if not os.path.isfile(path):
-        raise DataError(f"{path}: no such file. --pred_file must be a JSONL file (one JSON object per line) or an "
-                        f"IMGID-CoNLL file.")
+    problem = not_a_file(path)
+    if problem:
+        raise DataError(f"{path}: {'no such file' if problem == 'does not exist' else f'{problem}, not a file'}. "
+                        f"--pred_file must be a JSONL file (one JSON object per line) or an IMGID-CoNLL file.")
     with open(path, "rb") as f:
         raw_lines = f.read().split(b"\n")  # not splitlines(): JSON strings may hold U+2028 etc. as they are
     records, errors, line_of_id, default_ids = [], [], {}, set()

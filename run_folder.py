@@ -27,6 +27,10 @@ CHECKPOINT_FILE = trainer.CHECKPOINT_FILE
 def read_json(path, advice):
     """A JSON file a run wrote; a DataError naming it and saying what to do (`advice`) when it cannot be read.
     NaN and infinities are refused: the project never writes them (utils.atomic_write_json), so one is an edit."""
+    problem = utils.not_a_file(path)
+    if problem:
+        raise DataError(f"{path}: {problem}, not a JSON file. {advice}")
+
     def refuse_constant(name):
         raise ValueError(f"{name} is not a number JSON allows")
     try:
@@ -81,7 +85,7 @@ class RunFolder:
     def read_config(self, advice="Point --model_dir at the folder of a trained run."):
         """config.json of the run, or None when the folder has none."""
         path = self.file(CONFIG_FILE)
-        return read_json(path, advice) if os.path.isfile(path) else None
+        return read_json(path, advice) if os.path.lexists(path) else None
 
     def write_metrics(self, metrics):
         utils.atomic_write_json(self.file(METRICS_FILE), metrics)
@@ -89,7 +93,7 @@ class RunFolder:
     def read_metrics(self):
         """metrics.json of the run (its training record), or {} when there is none."""
         path = self.file(METRICS_FILE)
-        if not os.path.isfile(path):
+        if not os.path.lexists(path):
             return {}
         return read_json(path, "Delete it (it only keeps the training record of the run) and evaluate again.")
 

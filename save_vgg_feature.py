@@ -49,8 +49,8 @@ def build_parser():
     p.add_argument("--output", default=None, help="output file (default: <data_dir>/img_vgg_features.pt)")
     p.add_argument("--report", default=None, help="list of failed images (default: <output>.failures.tsv)")
     p.add_argument("--vgg_weights", default=None,
-                   help=f"weights file: a torchvision checkpoint ({vgg.TORCHVISION_WEIGHTS}, the default for torchvision "
-                        f"and seed) or Keras' {vgg.KERAS_TH_WEIGHTS} (needed by caffe and authors)")
+                   help=f"weights file: a torchvision checkpoint ({vgg.TORCHVISION_WEIGHTS}, the default for "
+                        f"torchvision and seed) or Keras' {vgg.KERAS_TH_WEIGHTS} (needed by caffe and authors)")
     p.add_argument("--preprocess", choices=vgg.MODES, default="torchvision",
                    help="torchvision (default): RGB, /255, ImageNet mean/std, for torchvision's weights; caffe: BGR, "
                         "0-255, Caffe means, for Caffe-converted weights; seed: REPRODUCES A BUG, the seed's "
@@ -92,7 +92,8 @@ def main(argv=None):
         logger.info("VGG16 weights %s: sha256 %s (%s)", weights_path, weights["sha256"], weights["format"])
         forced = vgg.check_pairing(args.preprocess, weights_path, weights, args.force)
         model = vgg.load_weights(vgg.VGG16Features(), weights_path)
-        img_dir = downloads.fetch_images(downloads.dataset_named(args.dataset), args.data_dir, args.offline, args.img_dir)
+        dataset = downloads.dataset_named(args.dataset)
+        img_dir = downloads.fetch_images(dataset, args.data_dir, args.offline, args.img_dir)
     except (DataError, downloads.DownloadError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

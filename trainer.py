@@ -3,7 +3,6 @@ entity-level P/R/F1 from seqeval."""
 import dataclasses
 import logging
 import math
-import os
 import time
 
 import torch
@@ -14,7 +13,7 @@ from tqdm import tqdm
 from data_loader import Vocab, batches, num_batches
 from model import ACN, ModelConfig
 from model_authors import AuthorsACN
-from utils import atomic_torch_save, atomic_write_text
+from utils import atomic_torch_save, atomic_write_text, not_a_file
 
 logger = logging.getLogger(__name__)
 
@@ -50,9 +49,13 @@ def save_checkpoint(path, model, vocab, epoch, step, dev_f1):
 def load_checkpoint(path, device="cpu"):
     """Rebuild the model saved at `path` (on the CPU, then moved to `device`). Returns (model, vocab, saved).
     Raise CheckpointError when it is missing, unreadable, or not one of ours."""
-    if not os.path.isfile(path):
+    problem = not_a_file(path)
+    if problem == "does not exist":
         raise CheckpointError(f"{path}: no trained model there. Train first (--do_train), or point --model_dir at "
                               f"the folder of a trained run.")
+    if problem:
+        raise CheckpointError(f"{path}: {problem}, not a checkpoint file. Point --model_dir at the folder of a "
+                              f"trained run.")
     try:
         saved = torch.load(path, map_location="cpu", weights_only=True)
         config = ModelConfig(**{**saved["model_config"], "kernel_sizes": tuple(saved["model_config"]["kernel_sizes"])})
@@ -62,7 +65,23 @@ def load_checkpoint(path, device="cpu"):
     except Exception as exc:  # noqa: BLE001 - a corrupt file raises many types; all mean "train again"
         raise CheckpointError(f"{path}: the checkpoint is corrupt or not one of ours ({type(exc).__name__}: "
                               f"{str(exc)[:200]}). Train again with --do_train.") from None
+    check_vocab_fits(path, vocab, config)
     return model.to(device), vocab, saved
+
+
+def check_vocab_fits(path, vocab, config):
+    """The vocabulary a checkpoint carries must be the one its weights were trained with: as many words, characters
+    and tags as the embedding and CRF sizes, distinct entries, and PAD/UNK/O where the code expects them."""
+    sizes = [(what, len(entries), expected) for what, entries, expected in (
+        ("words", vocab.words, config.num_words), ("characters", vocab.chars, config.num_chars),
+        ("tags", vocab.tags, config.num_tags))]
+    problems = [f"{n} {what} for weights sized for {expected}"
+                for what, n, expected in sizes if n != expected]
+    problems += [f"repeated {what}" for what, entries in (("words", vocab.words), ("characters", vocab.chars),
+                                                           ("tags", vocab.tags)) if len(set(entries)) != len(entries)]
+    if problems:
+        raise CheckpointError(f"{path}: its vocabulary does not fit its weights ({'; '.join(problems)}): it was "
+                              f"edited or comes from another model. Restore the run's own model.pt, or train again.")
 
 
 # ----------------------------------------------------------------------------------------------------------------

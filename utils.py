@@ -8,6 +8,7 @@ import logging
 import os
 import random
 import resource
+import stat
 import sys
 import tempfile
 import threading
@@ -91,6 +92,23 @@ def int_at_least(minimum):
             raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
         return value
     return parse
+
+
+def not_a_file(path):
+    """None when `path` is a regular file (links followed); else what stands there, to follow the path in a
+    message: "does not exist", "is a directory", "is a FIFO (named pipe)", "is a character device", ... Only
+    regular files are ever read: a FIFO waits forever, and a device such as /dev/zero never ends."""
+    try:
+        mode = os.stat(path).st_mode
+    except FileNotFoundError:
+        return "does not exist"
+    except OSError as exc:
+        return f"cannot be examined ({exc.strerror})"
+    if stat.S_ISREG(mode):
+        return None
+    kinds = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO (named pipe)"),
+             (stat.S_ISCHR, "a character device"), (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
+    return f"is {next((name for test, name in kinds if test(mode)), 'not a regular file')}"
 
 
 def set_seed(seed):

@@ -52,6 +52,7 @@ from PIL import Image
 from tqdm import tqdm
 
 import downloads
+import utils
 from data_loader import DataError
 from image_features import PROVENANCE_KEY, open_feature_file
 from images import IMAGE_EXTENSIONS, ImageError, find_image, open_image, read_image
@@ -222,8 +223,10 @@ def resolve_weights(path, offline, mode="torchvision"):
     """The local weights file to use: --vgg_weights, else (torchvision's weights only) torchvision's cache, else a
     download into that cache."""
     if path:
-        if not os.path.isfile(path):
-            raise DataError(f"{path}: --vgg_weights file not found.")
+        problem = utils.not_a_file(path)
+        if problem:
+            what = "file not found" if problem == "does not exist" else f"{problem}, not a weights file"
+            raise DataError(f"{path}: --vgg_weights {what}.")
         return path
     if WEIGHTS_FAMILY[mode] == "caffe":
         raise DataError(f"--preprocess {mode} needs Caffe-converted VGG16 weights: download Keras' {KERAS_TH_WEIGHTS} "
@@ -413,6 +416,12 @@ def read_provenance(path):
     return record if isinstance(record, dict) else None
 
 
+def unusable_path(path):
+    """Why an image path given by the user cannot be read: missing, or not a regular file (a folder, a FIFO)."""
+    problem = utils.not_a_file(path)
+    return "missing: no such file" if problem == "does not exist" else f"unreadable image: {problem}, not a file"
+
+
 class Extractor:
     """VGG16 pool5 features of arbitrary image files, made by one fixed pipeline (mode, weights, dtype)."""
 
@@ -426,7 +435,7 @@ class Extractor:
 
         Values are rounded through the pipeline's stored dtype, so they equal what its feature file holds.
         """
-        entries = [(path, path if os.path.isfile(path) else None, "missing: no such file") for path in paths]
+        entries = [(path, None if utils.not_a_file(path) else path, unusable_path(path)) for path in paths]
         stored, failures = run_vgg(self.model, entries, mode=self.mode, batch_size=self.batch_size,
                                    dtype=self.dtype, device=self.device, workers=self.workers, progress=progress)
         return {path: regions.float() for path, regions in stored.items()}, failures
@@ -471,8 +480,10 @@ def extractor_from_provenance(provenance, vgg_weights=None, offline=False, devic
                 raise DataError(f"These features were made with {name}, not in {vgg_weights}, and offline forbids "
                                 f"downloading it: pass {wanted}, or allow downloading ({downloads.VGG16_WEIGHTS_URL}).")
             vgg_weights = resolve_weights(None, offline=False)
-    if not os.path.isfile(vgg_weights):
-        raise DataError(f"{vgg_weights}: weights file not found; pass {wanted}.")
+    problem = utils.not_a_file(vgg_weights)
+    if problem:
+        raise DataError(f"{vgg_weights}: weights file {'not found' if problem == 'does not exist' else problem}; "
+                        f"pass {wanted}.")
     weights = weights_info(vgg_weights)
     if weights["sha256"] != sha256:
         raise DataError(f"{vgg_weights}: sha256 {weights['sha256']}, but these features were made with {name} "
