@@ -12,6 +12,19 @@ import utils
 import vgg
 
 positive_int, non_negative_int = utils.int_at_least(1), utils.int_at_least(0)
+# Bounds on the sizes a batch is padded to: beyond them a step costs gigabytes and minutes, and no tweet needs them
+# (Twitter-2015's longest tweet has 41 words, its longest word 77 characters)
+MAX_SEQ_LEN, MAX_AUTHORS_SEQ_LEN, MAX_WORD_LEN = 1000, 200, 200
+
+
+def int_in(low, high):
+    """argparse type: an integer in [low, high]."""
+    def parse(text):
+        value = positive_int(text) if low == 1 else non_negative_int(text)
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"expected an integer from {low} to {high}, got {text!r}")
+        return value
+    return parse
 
 
 def positive_float(text):
@@ -25,6 +38,9 @@ def positive_float(text):
         raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}")
     if value > limit:
         raise argparse.ArgumentTypeError(f"expected a number up to {limit:.2g} (the weights are float32), got {text!r}")
+    if value < torch.finfo(torch.float32).tiny:
+        raise argparse.ArgumentTypeError(f"expected a number of at least {torch.finfo(torch.float32).tiny:.2g} (the "
+                                         f"weights are float32: a smaller one is 0 there), got {text!r}")
     return value
 
 
@@ -113,9 +129,13 @@ def add_data_flags(p):
                    "(GloVe/word2vec text)")
     g.add_argument("--offline", action="store_true", help="never download a missing file; stop with a message "
                    "instead")
-    g.add_argument("--max_seq_len", type=positive_int, default=35, help="tweets are truncated to this many words for "
-                   "training only; evaluation and prediction tag every token")
-    g.add_argument("--max_word_len", type=positive_int, default=30, help="characters per word seen by the char CNN")
+    g.add_argument("--max_seq_len", type=int_in(1, MAX_SEQ_LEN), default=35, help="paper: training tweets are "
+                   "truncated to this many words (evaluation and prediction tag every token); authors: also the width "
+                   f"every tweet is front-padded to, so the cost of every step grows with it (at most "
+                   f"{MAX_AUTHORS_SEQ_LEN} there; {MAX_SEQ_LEN} for paper)")
+    g.add_argument("--max_word_len", type=int_in(1, MAX_WORD_LEN), default=30, help="characters per word seen by the "
+                   "char CNN (the rest of a longer word is cut); paper: words are padded to the longest in the batch, "
+                   f"authors: every word to exactly this (at most {MAX_WORD_LEN})")
     g.add_argument("--word_vocab_size", type=non_negative_int, default=23204, help="cap on the word vocabulary (with "
                    "[PAD], [UNK]); 0: every word")
     g.add_argument("--char_vocab_size", type=non_negative_int, default=102, help="cap on the char vocabulary (with "
@@ -261,6 +281,9 @@ def check_args(parser, args):
                      "says how to extract their images")
     if args.image and args.text is None:
         parser.error("--image goes with --text (in a JSONL --pred_file, give each tweet's \"image\")")
+    if args.architecture == "authors" and args.max_seq_len > MAX_AUTHORS_SEQ_LEN:
+        parser.error(f"argument --max_seq_len: at most {MAX_AUTHORS_SEQ_LEN} with --architecture authors, which pads "
+                     f"every tweet to it (got {args.max_seq_len})")
     if args.architecture == "authors" and (args.no_img or args.attention != "concat"):
         parser.error("--architecture authors has no text-only variant and uses the concat attention only: drop "
                      "--no_img/--attention, or use --architecture paper")

@@ -87,13 +87,19 @@ def check_vocab_fits(path, vocab, config):
 # ----------------------------------------------------------------------------------------------------------------
 # Evaluation
 
+def progress_bar(iterable, progress, **options):
+    """A tqdm bar over `iterable` when `progress` is on and standard error is a terminal (tqdm's disable=None): a
+    log redirected to a file gets no bar and none of its escape codes."""
+    return tqdm(iterable, disable=None if progress else True, **options)
+
+
 def predict(model, examples, num_tweets, vocab, features, batch_size, device, progress=True):
     """Predicted tags (strings) for every tweet of a file, in file order; [] for a tweet with no tokens."""
     model.eval()
     predictions = [[] for _ in range(num_tweets)]
     stream = batches(examples, batch_size, features, by_length=True)
-    for batch in tqdm(stream, total=num_batches(examples, batch_size), desc="Evaluating", leave=False,
-                      disable=not progress):
+    for batch in progress_bar(stream, progress, total=num_batches(examples, batch_size), desc="Evaluating",
+                              leave=False):
         for index, tag_ids in zip(batch.indices, model.decode(batch.to(device))):
             predictions[index] = [vocab.tags[t] for t in tag_ids]
     return predictions
@@ -225,10 +231,10 @@ def train(model, train_examples, dev, vocab, features, *, checkpoint_path, optim
     interrupted = None  # or the name of the signal that stopped training
     model.train()
     try:
-        for epoch in tqdm(range(1, epochs + 1), desc="Epoch", disable=not progress):
+        for epoch in progress_bar(range(1, epochs + 1), progress, desc="Epoch"):
             loss_sum, loss_count = 0.0, 0
             stream = batches(train_examples, batch_size, features, shuffle=True, generator=generator)
-            for batch in tqdm(stream, total=steps_per_epoch, desc="Training", leave=False, disable=not progress):
+            for batch in progress_bar(stream, progress, total=steps_per_epoch, desc="Training", leave=False):
                 try:
                     loss = train_step(model, optimizer, batch.to(device))
                 except TrainingError as exc:

@@ -14,7 +14,7 @@ import main
 import model
 import trainer
 import utils
-from conftest import make_tweets, run_main, write_conll
+from conftest import SMALL_MODEL, make_tweets, run_main, write_conll
 
 
 def read_predictions(path):
@@ -205,6 +205,26 @@ def test_interrupt_keeps_best_checkpoint(tmp_path, tiny_data, monkeypatch, caplo
     assert [p.name for p in (tmp_path / "model").iterdir() if p.name.endswith(".tmp")] == []
 
 
+def test_interrupt_before_the_first_checkpoint_does_not_offer_one(tmp_path, tiny_data, monkeypatch, caplog):
+    data_dir, _ = tiny_data
+
+    def interrupt(self, batch):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(model.ACN, "loss", interrupt)
+    assert run_main(tmp_path, data_dir, "--do_train", "--do_eval") == 130
+    assert "no checkpoint had been saved yet" in caplog.text and "--do_eval" not in caplog.text
+
+
+def test_progress_bars_stay_out_of_a_redirected_log(tmp_path, tiny_data, capsys):
+    data_dir, _ = tiny_data
+    argv = ["--data_dir", str(data_dir), "--model_dir", str(tmp_path / "model"), "--do_train", "--do_eval",
+            *[flag for flag in SMALL_MODEL if flag != "--no_progress"]]
+    assert main.main(argv) == 0
+    err = capsys.readouterr().err  # not a terminal, as a log file
+    assert "\r" not in err and "\x1b" not in err and "Training" not in err
+
+
 # ---------------------------------------------------------------------------------------------------------------
 # Arguments fail before any data is read
 
@@ -215,6 +235,10 @@ def test_interrupt_keeps_best_checkpoint(tmp_path, tiny_data, monkeypatch, caplo
     (["--kernel_lst", "2,x"], "argument --kernel_lst: expected comma-separated positive integers"),
     (["--hidden_dim", "15"], "argument --hidden_dim: must be even"),
     ([], "nothing to do"),
+    (["--max_seq_len", "5000"], "argument --max_seq_len: expected an integer from 1 to 1000, got '5000'"),
+    (["--architecture", "authors", "--max_seq_len", "500"], "--max_seq_len: at most 200 with --architecture authors"),
+    (["--max_word_len", "100000"], "argument --max_word_len: expected an integer from 1 to 200, got '100000'"),
+    (["--learning_rate", "1e-50"], "(the weights are float32: a smaller one is 0 there), got '1e-50'"),
 ])
 def test_impossible_arguments_stop_at_start(flags, message, capsys, tmp_path):
     do = [] if flags == [] else ["--do_train"]
