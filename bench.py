@@ -13,6 +13,7 @@ formulation of the same equations (reference_model.py). On CUDA too when a GPU i
 import argparse
 import logging
 import os
+import random
 import shutil
 import tempfile
 import time
@@ -20,23 +21,19 @@ import time
 os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "8")  # as main.py does
 
 import torch  # noqa: E402
-
-import random  # noqa: E402
-
 from PIL import Image  # noqa: E402
 
 import data_loader as data  # noqa: E402
 import image_features  # noqa: E402
 import predict  # noqa: E402
 import raw_tweets  # noqa: E402
-import vgg  # noqa: E402
 import trainer  # noqa: E402
+import vgg  # noqa: E402
 from model import ACN, ModelConfig  # noqa: E402
 from model_authors import AuthorsACN  # noqa: E402
 from pathway import full_run, pathway  # noqa: E402
 from reference_model import LiteralACN  # noqa: E402
 
-HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 # ----------------------------------------------------------------------------------------------------------------

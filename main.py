@@ -26,9 +26,9 @@ import time  # noqa: E402
 import torch  # noqa: E402
 
 import data_loader as data  # noqa: E402
-import image_features  # noqa: E402
 import downloads  # noqa: E402
 import flags  # noqa: E402
+import image_features  # noqa: E402
 import plots  # noqa: E402
 import predict  # noqa: E402
 import results  # noqa: E402
