@@ -24,6 +24,11 @@ from image_features import PROVENANCE_KEY
 
 logger = logging.getLogger(__name__)
 
+# Each image of a batch holds tens of MB of activations in VGG16 (conv1's output alone is 64 x 224 x 224 float32,
+# 12.8 MB; about 40 MB measured): 1024 images is ~40 GB, more than most GPUs hold, and a GPU is busy well before
+# (64-256). A larger batch can only run out of memory, after the images before it were decoded.
+MAX_BATCH_SIZE = 1024
+
 
 def image_ids(dataset, data_dir, files, offline=False):
     """The image ids of `files` in `data_dir`, in order, each once; a missing split file of `dataset` is first
@@ -58,7 +63,8 @@ def build_parser():
                         "REPRODUCES A BUG, the authors' OpenCV extractor (uint8 wraparound, Caffe weights)")
     p.add_argument("--force", action="store_true", help="run even when --preprocess and the weights do not match")
     p.add_argument("--dtype", choices=["float32", "float16"], default="float32", help="stored precision")
-    p.add_argument("--batch_size", type=utils.int_at_least(1), default=32, help="images per forward pass")
+    p.add_argument("--batch_size", type=utils.int_at_least(1, MAX_BATCH_SIZE), default=32,
+                   help=f"images per forward pass (at most {MAX_BATCH_SIZE}: each takes about 40 MB)")
     p.add_argument("--workers", type=utils.int_at_least(0), default=2, help="image-decoding worker processes")
     p.add_argument("--no_cuda", action="store_true", help="run on the CPU even when CUDA is available")
     p.add_argument("--offline", action="store_true", help="never download (the data set's text files, the VGG16 "

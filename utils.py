@@ -78,16 +78,19 @@ class AnonymousMemorySampler:
         return None if self.peak_kb is None else self.peak_kb * 1024 / 1e9
 
 
-def int_at_least(minimum):
-    """argparse type: an integer >= minimum (one line naming the flag and the value otherwise)."""
+def int_at_least(minimum, maximum=None):
+    """argparse type: an integer >= minimum (and <= maximum if given); one line naming the flag and the value
+    otherwise."""
     what = "a positive integer" if minimum == 1 else f"an integer >= {minimum}"
+    if maximum is not None:
+        what = f"an integer from {minimum} to {maximum}"
 
     def parse(text):
         try:
             value = int(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-        if value < minimum:
+        if value < minimum or (maximum is not None and value > maximum):
             raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
         return value
     return parse

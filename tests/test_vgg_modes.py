@@ -229,9 +229,12 @@ def test_mode_and_weights_that_cannot_go_together_are_refused(tmp_path, capsys, 
     assert saved[vgg.PROVENANCE_KEY]["forced"] == 1 and set(saved) == {"a", vgg.PROVENANCE_KEY}
 
 
-@pytest.mark.parametrize("flag, value, message", [("--batch_size", "0", "expected a positive integer, got '0'"),
-                                                  ("--workers", "-1", "expected an integer >= 0, got '-1'"),
-                                                  ("--batch_size", "many", "expected a positive integer, got 'many'")])
+@pytest.mark.parametrize("flag, value, message", [
+    ("--batch_size", "0", "expected an integer from 1 to 1024, got '0'"),
+    ("--workers", "-1", "expected an integer >= 0, got '-1'"),
+    ("--batch_size", "many", "expected an integer from 1 to 1024, got 'many'"),
+    ("--batch_size", "100000", "expected an integer from 1 to 1024, got '100000'"),  # ~40 MB per image: 4 TB
+])
 def test_bad_counts_are_argparse_errors(flag, value, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
         save_vgg_feature.main([flag, value])
