@@ -22,12 +22,7 @@ from PIL import Image
 import data_loader as data
 import save_vgg_feature
 import vgg
-from conftest import write_conll
-
-def uniform_png(path, rgb, size=(224, 224)):
-    Image.new("RGB", size, rgb).save(path, format="PNG")  # lossless: every pixel is exactly `rgb`
-    return str(path)
-
+from conftest import data_folder, torch_checkpoint, uniform_png
 
 def channel_values(pixels):
     """The single value of each channel of a uniform (3, H, W) tensor."""
@@ -187,23 +182,6 @@ def test_keras_files_of_the_wrong_layout_are_refused(tmp_path):
 
 def file_sha256(path):
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
-
-
-def torch_checkpoint(path, seed=1):
-    torch.manual_seed(seed)
-    torch.save(vgg.VGG16Features().state_dict(), path)
-    return str(path)
-
-
-def data_folder(tmp_path, good=("a", "b"), bad=("bad",), missing=("gone",)):
-    data_dir = tmp_path / "data"
-    (data_dir / "ner_img").mkdir(parents=True)
-    for i, img_id in enumerate(good):
-        uniform_png(data_dir / "ner_img" / f"{img_id}.jpg", (10 + 90 * i, 200, 120), size=(60 + i, 40))
-    for img_id in bad:
-        (data_dir / "ner_img" / f"{img_id}.jpg").write_text("<html>")
-    write_conll(data_dir / "train", [(i, [("x", "O")]) for i in (*good, *bad, *missing)])
-    return data_dir
 
 
 def run_cli(data_dir, *flags):
