@@ -10,8 +10,10 @@ How the pixels are prepared (--preprocess), which weights go with which mode, an
 vgg.py, and docs/usage.md ("Re-extracting image features").
 """
 import argparse
+import errno
 import logging
 import os
+import shutil
 import sys
 
 import torch
@@ -20,7 +22,7 @@ import downloads
 import utils
 import vgg
 from data_loader import DataError, dataset_file, read_tweets
-from image_features import PROVENANCE_KEY
+from image_features import NUM_REGIONS, PROVENANCE_KEY, REGION_DIM
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +30,7 @@ logger = logging.getLogger(__name__)
 # 12.8 MB; about 40 MB measured): 1024 images is ~40 GB, more than most GPUs hold, and a GPU is busy well before
 # (64-256). A larger batch can only run out of memory, after the images before it were decoded.
 MAX_BATCH_SIZE = 1024
+TENSOR_OVERHEAD_BYTES = 1024  # what torch.save adds per tensor besides its values (key, storage record), generously
 
 
 def image_ids(dataset, data_dir, files, offline=False):
@@ -82,37 +85,78 @@ def parse_args(argv=None):
     return args
 
 
+def check_outputs(output, report):
+    """Refuse, before anything is read or extracted, an output or report that could not be written at the end."""
+    if os.path.abspath(output) == os.path.abspath(report):
+        raise DataError(f"--output and --report name the same file ({output}): give them different names.")
+    utils.check_writable(output, "--output")
+    utils.check_writable(report, "--report")
+
+
+def check_free_space(output, num_images, dtype):
+    """Refuse when the output's disk cannot hold the features of `num_images` (all of them: an earlier file stays
+    until the new one replaces it)."""
+    needed = num_images * (NUM_REGIONS * REGION_DIM * dtype.itemsize + TENSOR_OVERHEAD_BYTES)
+    folder = os.path.dirname(os.path.abspath(output))
+    free = shutil.disk_usage(folder).free
+    if free < needed:
+        raise utils.OutputError(errno.ENOSPC, f"{output}: needs about {needed / 1e6:.1f} MB for the features of "
+                                              f"{num_images} images ({str(dtype).replace('torch.', '')}), but the disk "
+                                              f"of {folder} has {free / 1e6:.1f} MB free. Free some space, or write "
+                                              f"elsewhere (another --output).")
+
+
+def load_network(args):
+    """VGG16 with the weights of --vgg_weights (torchvision's, cached or downloaded, by default), checked against
+    --preprocess; and what the provenance record says of them."""
+    weights_path = vgg.resolve_weights(args.vgg_weights, args.offline, args.preprocess)
+    weights = vgg.weights_info(weights_path)
+    logger.info("VGG16 weights %s: sha256 %s (%s)", weights_path, weights["sha256"], weights["format"])
+    forced = vgg.check_pairing(args.preprocess, weights_path, weights, args.force)
+    model = vgg.load_weights(vgg.VGG16Features(), weights_path)
+    return model, {"weights_path": weights_path, "weights": weights, "forced": forced}
+
+
+def extract_and_save(args, output, report):
+    """Extract the features of every image id of --files and save them with their provenance record."""
+    device = "cuda" if torch.cuda.is_available() and not args.no_cuda else "cpu"
+    dtype = getattr(torch, args.dtype)
+    vgg.check_mode_available(args.preprocess)
+    ids = image_ids(args.dataset, args.data_dir, [f for f in args.files.split(",") if f], args.offline)
+    if PROVENANCE_KEY in ids:
+        raise DataError(f"an image id is {PROVENANCE_KEY!r}, the key reserved for the provenance record.")
+    check_free_space(output, len(ids), dtype)
+    model, network = load_network(args)
+    img_dir = downloads.fetch_images(downloads.dataset_named(args.dataset), args.data_dir, args.offline, args.img_dir)
+    logger.info("Extracting %d images from %s on %s (--preprocess %s)", len(ids), img_dir, device, args.preprocess)
+    features, failures = vgg.extract(model, img_dir, ids, batch_size=args.batch_size, mode=args.preprocess,
+                                     dtype=dtype, device=device, workers=args.workers)
+    failed = "".join(f"{img_id}\t{reason}\n" for img_id, reason in failures)
+    features[PROVENANCE_KEY] = vgg.provenance_record(mode=args.preprocess, dtype=dtype, image_dir=img_dir,
+                                                     num_images=len(ids), num_failures=len(failures), device=device,
+                                                     **network)
+    utils.atomic_torch_save(features, output, "--output")
+    utils.atomic_write_text(report, failed, "--report")
+    print(f"Wrote {len(features) - 1} features to {output}; {len(failures)} images failed (listed in {report}).")
+    return 0
+
+
+def run(args):
+    """Check the output and report locations, then extract."""
+    output = args.output or os.path.join(args.data_dir, "img_vgg_features.pt")
+    report = args.report or output + ".failures.tsv"
+    check_outputs(output, report)
+    return extract_and_save(args, output, report)
+
+
 def main(argv=None):
     args = parse_args(argv)
     utils.init_logger()
-    output = args.output or os.path.join(args.data_dir, "img_vgg_features.pt")
-    report = args.report or output + ".failures.tsv"
-    device = "cuda" if torch.cuda.is_available() and not args.no_cuda else "cpu"
     try:
-        vgg.check_mode_available(args.preprocess)
-        ids = image_ids(args.dataset, args.data_dir, [f for f in args.files.split(",") if f], args.offline)
-        if PROVENANCE_KEY in ids:
-            raise DataError(f"an image id is {PROVENANCE_KEY!r}, the key reserved for the provenance record.")
-        weights_path = vgg.resolve_weights(args.vgg_weights, args.offline, args.preprocess)
-        weights = vgg.weights_info(weights_path)
-        logger.info("VGG16 weights %s: sha256 %s (%s)", weights_path, weights["sha256"], weights["format"])
-        forced = vgg.check_pairing(args.preprocess, weights_path, weights, args.force)
-        model = vgg.load_weights(vgg.VGG16Features(), weights_path)
-        img_dir = downloads.fetch_images(downloads.dataset_named(args.dataset), args.data_dir, args.offline, args.img_dir)
-    except (DataError, downloads.DownloadError) as exc:
+        return run(args)
+    except (DataError, downloads.DownloadError, utils.OutputError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    dtype = getattr(torch, args.dtype)
-    logger.info("Extracting %d images from %s on %s (--preprocess %s)", len(ids), img_dir, device, args.preprocess)
-    features, failures = vgg.extract(model, img_dir, ids, batch_size=args.batch_size, mode=args.preprocess,
-                                 dtype=dtype, device=device, workers=args.workers)
-    features[PROVENANCE_KEY] = vgg.provenance_record(
-        mode=args.preprocess, weights_path=weights_path, weights=weights, forced=forced, dtype=dtype,
-        image_dir=img_dir, num_images=len(ids), num_failures=len(failures), device=device)
-    utils.atomic_torch_save(features, output)
-    utils.atomic_write_text(report, "".join(f"{img_id}\t{reason}\n" for img_id, reason in failures))
-    print(f"Wrote {len(features) - 1} features to {output}; {len(failures)} images failed (listed in {report}).")
-    return 0
 
 
 if __name__ == "__main__":

@@ -131,34 +131,74 @@ def file_mode():
     return 0o666 & ~_umask()
 
 
+def _first_file_on_the_way(folder):
+    """The nearest existing ancestor of `folder` (itself included) when it is not a folder, else None."""
+    while not os.path.exists(folder) and os.path.dirname(folder) != folder:
+        folder = os.path.dirname(folder)
+    return None if os.path.isdir(folder) else folder
+
+
+def _output_error(path, exc, flag=None):
+    """An OutputError naming `path`, why it could not be written, and what to do (`flag`: the option naming it)."""
+    in_the_way = _first_file_on_the_way(os.path.dirname(os.path.abspath(path)))
+    if exc.errno == errno.ENOSPC:
+        reason, advice = "the disk is full", "Free some space"
+    elif in_the_way is not None:
+        reason, advice = f"{in_the_way} is a file, not a folder", "Move that file"
+    else:
+        denied = exc.errno in (errno.EACCES, errno.EPERM, errno.EROFS)
+        reason, advice = exc.strerror or str(exc), "Fix the permissions" if denied else "Check the path"
+    return OutputError(exc.errno, f"{path}: could not be written ({reason}). {advice}, or write "
+                                  f"elsewhere{f' (another {flag})' if flag else ''}.")
+
+
+def _temporary_next_to(path):
+    """A new empty file in the folder of `path` (made if missing), named `.<name>.XXXXXXXX.tmp`; its path."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp_path = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    os.close(fd)
+    return tmp_path
+
+
+def check_writable(path, flag=None):
+    """Fail now, not after hours of work, where `path` could not be written: a folder in its place, a file where a
+    folder of its path should be, no permission, a read-only disk. Makes its folder; leaves no file there."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        raise OutputError(errno.EISDIR, f"{path}: is a folder; {flag or 'the output'} names the file to write. Give "
+                                        f"a file name.")
+    try:
+        os.remove(_temporary_next_to(path))
+    except OSError as exc:
+        raise _output_error(path, exc, flag) from None
+
+
 @contextlib.contextmanager
-def atomic_path(path):
+def atomic_path(path, flag=None):
     """Yield a temporary path next to `path`; rename it onto `path` only if the block finishes. The final file gets
     the permissions the user's umask asks for (mkstemp alone would leave it readable by its owner only). A failure
-    to write (full disk, permissions) becomes an OutputError that names the path."""
+    to write (full disk, permissions) becomes an OutputError that names the path (and `flag`, the option that
+    chose it, in its advice). The temporary is removed however the block ends, SIGTERM included where a handler
+    turns it into an exception (Terminated); only a process killed outright (SIGKILL) leaves one behind."""
     path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
     tmp_path = None
     try:
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp_path = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
-        os.close(fd)
+        tmp_path = _temporary_next_to(path)
         yield tmp_path
         os.chmod(tmp_path, file_mode())
         os.replace(tmp_path, path)
     except OSError as exc:
         if isinstance(exc, OutputError):
             raise
-        reason = "the disk is full" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
-        raise OutputError(exc.errno, f"{path}: could not be written ({reason}). Free some space, fix the "
-                                     f"permissions, or write elsewhere (e.g. another --model_dir).") from None
+        raise _output_error(path, exc, flag) from None
     finally:
         if tmp_path is not None and os.path.exists(tmp_path):
             os.remove(tmp_path)
 
 
-def atomic_write_text(path, text):
-    with atomic_path(path) as tmp_path:
+def atomic_write_text(path, text, flag=None):
+    with atomic_path(path, flag) as tmp_path:
         with open(tmp_path, "w", encoding="utf-8") as f:
             f.write(text)
 
@@ -168,8 +208,8 @@ def atomic_write_json(path, data):
     atomic_write_text(path, json.dumps(data, indent=2, allow_nan=False, ensure_ascii=False))
 
 
-def atomic_torch_save(obj, path):
-    with atomic_path(path) as tmp_path:
+def atomic_torch_save(obj, path, flag=None):
+    with atomic_path(path, flag) as tmp_path:
         with open(tmp_path, "wb") as f:  # through a Python file, a full disk raises OSError (not torch's RuntimeError)
             torch.save(obj, f)
 
@@ -224,3 +264,4 @@ def folder_lock(folder, shared=False):
                 f.seek(0)
                 f.truncate()
             fcntl.flock(f, fcntl.LOCK_UN)
+
