@@ -14,6 +14,7 @@ import errno
 import logging
 import os
 import shutil
+import signal
 import sys
 
 import torch
@@ -142,21 +143,31 @@ def extract_and_save(args, output, report):
 
 
 def run(args):
-    """Check the output and report locations, then extract."""
+    """Check the output and report locations, then extract while holding the output's lock."""
     output = args.output or os.path.join(args.data_dir, "img_vgg_features.pt")
     report = args.report or output + ".failures.tsv"
     check_outputs(output, report)
-    return extract_and_save(args, output, report)
+    with utils.file_lock(output, "--output"):
+        for stale in utils.remove_stale_temporaries(output):
+            logger.warning("removed %s, left by an interrupted run", stale)
+        return extract_and_save(args, output, report)
 
 
 def main(argv=None):
     args = parse_args(argv)
     utils.init_logger()
+    previous = signal.signal(signal.SIGTERM, utils.raise_terminated)  # stop as on Ctrl-C, cleaning up after itself
     try:
         return run(args)
-    except (DataError, downloads.DownloadError, utils.OutputError) as exc:
+    except (DataError, downloads.DownloadError, utils.OutputError, utils.FolderInUse) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM: the temporaries and the lock file are removed by now
+        name = getattr(exc, "signal_name", "SIGINT")
+        print(f"interrupted ({name})", file=sys.stderr)
+        return utils.interrupted_code(name)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

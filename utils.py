@@ -1,8 +1,10 @@
-"""Small helpers shared by the scripts: logging, memory, argument types, seeding, atomic writes, the folder lock."""
+"""Small helpers shared by the scripts: logging, memory, argument types, seeding, atomic writes, the folder and
+output-file locks, SIGTERM."""
 import argparse
 import contextlib
 import errno
 import fcntl
+import glob
 import json
 import logging
 import os
@@ -197,6 +199,23 @@ def atomic_path(path, flag=None):
             os.remove(tmp_path)
 
 
+def remove_stale_temporaries(path):
+    """Remove the temporaries that atomic_path left next to `path` in a process killed outright (SIGKILL, a power
+    cut), and return their paths. Only for the holder of the lock on `path` (file_lock): another writer's temporary
+    looks the same."""
+    folder, name = os.path.split(os.path.abspath(path))
+    stale = glob.glob(os.path.join(glob.escape(folder), glob.escape(f".{name}.") + "?" * 8 + ".tmp"))
+    for tmp_path in stale:
+        try:
+            os.remove(tmp_path)
+        except FileNotFoundError:
+            pass
+        except OSError as exc:
+            logger.warning("%s: a temporary file left by an interrupted run could not be removed (%s).", tmp_path,
+                           exc.strerror)
+    return stale
+
+
 def atomic_write_text(path, text, flag=None):
     with atomic_path(path, flag) as tmp_path:
         with open(tmp_path, "w", encoding="utf-8") as f:
@@ -219,8 +238,19 @@ class Terminated(KeyboardInterrupt):
     signal_name = "SIGTERM"
 
 
+def raise_terminated(signum, frame):
+    """SIGTERM handler: raise Terminated where the program is, so that it stops as on Ctrl-C and its finally blocks
+    run (temporaries removed, locks released). Python's default for SIGTERM ends the process on the spot."""
+    raise Terminated()
+
+
+def interrupted_code(signal_name):
+    """The exit code of a program stopped by `signal_name`: 128 + the signal's number, as a shell reports it."""
+    return 143 if signal_name == "SIGTERM" else 130
+
+
 class FolderInUse(RuntimeError):
-    """Another process is writing into the same output folder."""
+    """Another process is writing into the same output folder (or output file)."""
 
 
 LOCK_FILE = ".lock"
@@ -265,3 +295,52 @@ def folder_lock(folder, shared=False):
                 f.truncate()
             fcntl.flock(f, fcntl.LOCK_UN)
 
+
+def _holds_path(f, path):
+    """Whether the open file `f` is still the file named `path` (a lock file's holder removes it on release)."""
+    try:
+        named = os.stat(path)
+    except FileNotFoundError:
+        return False
+    held = os.fstat(f.fileno())
+    return (named.st_dev, named.st_ino) == (held.st_dev, held.st_ino)
+
+
+def _lock_exclusively(lock_path, path, flag):
+    """The lock file `lock_path` opened and locked (exclusive), or FolderInUse naming its holder's pid."""
+    while True:
+        try:
+            f = open(lock_path, "a+", encoding="ascii")
+        except OSError as exc:
+            raise _output_error(lock_path, exc, flag) from None
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            f.seek(0)
+            owner = f.read().strip() or "unknown"
+            f.close()
+            raise FolderInUse(f"{path} is in use by another process (process {owner}, lock file {lock_path}). Wait "
+                              f"for it to finish, or write elsewhere{f' (another {flag})' if flag else ''}.") from None
+        if _holds_path(f, lock_path):
+            return f
+        f.close()  # its holder removed it between our open and our lock: lock the file now named so
+
+
+@contextlib.contextmanager
+def file_lock(path, flag=None):
+    """Hold an exclusive lock on the output file `path` for the duration of the block: the lock file `<path>.lock`
+    next to it (flock, naming our pid), removed on release. The file itself cannot carry the lock, since
+    atomic_path replaces it by rename (a new inode); its folder could, but would also shut out other outputs
+    written next to it. Raise FolderInUse at once if another process holds it. The operating system releases a
+    lock when its owner exits, however it exits: a killed run leaves at most an unlocked lock file, which the next
+    run takes."""
+    lock_path = os.fspath(path) + ".lock"
+    with _lock_exclusively(lock_path, path, flag) as f:
+        f.truncate(0)
+        f.write(f"{os.getpid()}\n")
+        f.flush()
+        try:
+            yield
+        finally:
+            with contextlib.suppress(FileNotFoundError):
+                os.remove(lock_path)  # still locked: whoever opened it meanwhile sees it gone and starts again

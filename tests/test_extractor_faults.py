@@ -1,9 +1,14 @@
-"""save_vgg_feature.py when things around the extraction go wrong: an output it cannot write. Images drawn with
-Pillow, a random-weight VGG16."""
+"""save_vgg_feature.py when things around the extraction go wrong: an output it cannot write, two runs into one
+output, SIGTERM and Ctrl-C. Images drawn with Pillow, a random-weight VGG16."""
 import errno
 import os
 import shutil
+import signal
+import subprocess
+import sys
 import tempfile
+import textwrap
+import time
 import types
 
 import pytest
@@ -11,7 +16,7 @@ import torch
 
 import save_vgg_feature
 import vgg
-from conftest import data_folder, torch_checkpoint
+from conftest import ROOT, data_folder, torch_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -87,4 +92,92 @@ def test_full_disk_during_the_final_save_is_one_error_line(tmp_path, weights, ca
     assert err == (f"error: {data_dir / 'img_vgg_features.pt'}: could not be written (the disk is full). Free some "
                    f"space, or write elsewhere (another --output).\n")
     assert leftovers(data_dir) == []
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Two runs into one output, signals, and the temporaries of a killed run
+
+def start_extraction(data_dir, weights, prelude, *flags):
+    """save_vgg_feature.py in a child process, after the Python code `prelude` (a patch that makes it pause or
+    signal itself at one point); its stdout and stderr are read with communicate()."""
+    run = f"sys.exit(save_vgg_feature.main({cli_args(data_dir, weights, *flags)!r}))"
+    code = "\n".join([textwrap.dedent(prelude), "import sys", "import save_vgg_feature", run])
+    return subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def wait_for(path, process, timeout=120):
+    deadline = time.time() + timeout
+    while not path.exists() and time.time() < deadline and process.poll() is None:
+        time.sleep(0.1)
+    assert path.exists(), process.communicate(timeout=60) if process.poll() is not None else f"no {path}"
+
+
+def assert_stopped_quietly(process, code, name):
+    out, err = process.communicate(timeout=120)
+    assert process.returncode == code, err
+    assert err.splitlines()[-1] == f"interrupted ({name})" and "Traceback" not in err, err
+    assert "\r" not in err  # no progress bar in a log that is not a terminal
+    return out
+
+
+def test_a_second_extraction_into_the_same_output_is_refused(tmp_path, weights, capsys):
+    data_dir = data_folder(tmp_path)
+    started = tmp_path / "started"
+    first = start_extraction(data_dir, weights, f"""
+        import pathlib, time, vgg
+        def forward(self, images):  # the first run is busy extracting
+            pathlib.Path({str(started)!r}).touch()
+            time.sleep(120)
+        vgg.VGG16Features.forward = forward
+        """)
+    wait_for(started, first)
+    try:
+        assert extract(data_dir, weights) == 2
+    finally:
+        first.send_signal(signal.SIGTERM)
+    err = capsys.readouterr().err
+    output = data_dir / "img_vgg_features.pt"
+    assert err.startswith(f"error: {output} is in use by another process (process {first.pid}, lock file {output}.lock)")
+    assert_stopped_quietly(first, 143, "SIGTERM")
+    assert not output.exists() and leftovers(data_dir) == []
+    assert extract(data_dir, weights) == 0 and output.exists()  # the lock went with the first run
+
+
+def test_sigterm_during_the_final_save_leaves_no_temporary_file(tmp_path, weights):
+    data_dir = data_folder(tmp_path)
+    process = start_extraction(data_dir, weights, """
+        import os, signal, time, torch
+        def save(obj, f, *args, **kwargs):
+            f.write(b"x" * 1000000)  # half a feature file written
+            os.kill(os.getpid(), signal.SIGTERM)
+            time.sleep(60)
+        torch.save = save
+        """)
+    assert_stopped_quietly(process, 143, "SIGTERM")
+    assert leftovers(data_dir) == [] and not (data_dir / "img_vgg_features.pt").exists()
+
+
+def test_ctrl_c_during_extraction_is_one_line(tmp_path, weights):
+    data_dir = data_folder(tmp_path)
+    process = start_extraction(data_dir, weights, """
+        import os, signal, time, vgg
+        def forward(self, images):
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(60)
+        vgg.VGG16Features.forward = forward
+        """, "--workers", "2")
+    assert_stopped_quietly(process, 130, "SIGINT")
+    assert leftovers(data_dir) == []
+
+
+def test_temporaries_of_a_killed_run_are_removed_by_the_next(tmp_path, weights, caplog):
+    data_dir = data_folder(tmp_path)
+    stale = data_dir / ".img_vgg_features.pt.k1ll3d_x.tmp"  # what SIGKILL leaves from atomic_path's mkstemp
+    stale.write_bytes(b"x" * 1000)
+    other = data_dir / ".dev.a1b2c3d4.tmp"  # another file's temporary: not ours to remove
+    other.write_bytes(b"y")
+    assert extract(data_dir, weights) == 0
+    assert not stale.exists() and other.exists()
+    assert f"removed {stale}, left by an interrupted run" in caplog.text
 
