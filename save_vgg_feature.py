@@ -10,6 +10,7 @@ How the pixels are prepared (--preprocess), which weights go with which mode, an
 vgg.py, and docs/usage.md ("Re-extracting image features").
 """
 import argparse
+import collections
 import errno
 import logging
 import os
@@ -31,6 +32,10 @@ logger = logging.getLogger(__name__)
 # 12.8 MB; about 40 MB measured): 1024 images is ~40 GB, more than most GPUs hold, and a GPU is busy well before
 # (64-256). A larger batch can only run out of memory, after the images before it were decoded.
 MAX_BATCH_SIZE = 1024
+# A crawl of tweet images loses a few percent (deleted, rate-limited, truncated); more than half failing is a wrong
+# --img_dir, images named otherwise than <id>.jpg, or a broken download, and a feature file of mostly zero features
+# would train a model that looks multimodal and is not: the run fails instead (exit 2), writing the report only.
+MAX_FAILED_SHARE = 0.5
 TENSOR_OVERHEAD_BYTES = 1024  # what torch.save adds per tensor besides its values (key, storage record), generously
 
 
@@ -118,12 +123,42 @@ def load_network(args):
     return model, {"weights_path": weights_path, "weights": weights, "forced": forced}
 
 
+def folder_listing(folder, count=3):
+    """'<folder> holds N files: a, b, c, ...' (the first names in order), or why it cannot be listed."""
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError as exc:
+        return f"{folder} cannot be listed ({exc.strerror})"
+    listed = f": {', '.join(names[:count])}{', ...' if len(names) > count else ''}" if names else ""
+    return f"{folder} holds {len(names)} file{'' if len(names) == 1 else 's'}{listed}"
+
+
+def too_many_failures(failures, num_images, img_dir, report, mode):
+    """None when enough images were extracted; else the error saying what failed and the likely cause."""
+    extracted = num_images - len(failures)
+    if extracted > 0 and len(failures) <= MAX_FAILED_SHARE * num_images:
+        return None
+    kinds = collections.Counter(reason.split(":")[0] for _, reason in failures)
+    extensions = vgg.MODE_EXTENSIONS[mode]
+    names = f"<id>{extensions[0]}" + (f" (or {', '.join(extensions[1:])})" if len(extensions) > 1 else "")
+    first = "".join(f"\n  {img_id}: {reason}" for img_id, reason in failures[:3])
+    return DataError(
+        f"only {extracted} of {num_images} images could be extracted from {img_dir} ({len(failures)} failed: "
+        f"{', '.join(f'{n} {kind}' for kind, n in kinds.most_common())}). More than half failing is not a few bad "
+        f"images but the wrong image folder or a broken download: check --img_dir (and --data_dir); each image "
+        f"must be {names} in it, and {folder_listing(img_dir)}. The first failures:{first}\n"
+        f"All are listed in {report}. No feature file was written (an earlier one, if any, is kept).")
+
+
 def extract_and_save(args, output, report):
-    """Extract the features of every image id of --files and save them with their provenance record."""
+    """Extract the features of every image id of --files and save them with their provenance record, or stop
+    with the report alone when most images failed."""
     device = "cuda" if torch.cuda.is_available() and not args.no_cuda else "cpu"
     dtype = getattr(torch, args.dtype)
     vgg.check_mode_available(args.preprocess)
     ids = image_ids(args.dataset, args.data_dir, [f for f in args.files.split(",") if f], args.offline)
+    if not ids:
+        raise DataError(f"no image ids to extract: --files {args.files!r} names no data file with tweets.")
     if PROVENANCE_KEY in ids:
         raise DataError(f"an image id is {PROVENANCE_KEY!r}, the key reserved for the provenance record.")
     check_free_space(output, len(ids), dtype)
@@ -133,6 +168,10 @@ def extract_and_save(args, output, report):
     features, failures = vgg.extract(model, img_dir, ids, batch_size=args.batch_size, mode=args.preprocess,
                                      dtype=dtype, device=device, workers=args.workers)
     failed = "".join(f"{img_id}\t{reason}\n" for img_id, reason in failures)
+    error = too_many_failures(failures, len(ids), img_dir, report, args.preprocess)
+    if error:
+        utils.atomic_write_text(report, failed, "--report")
+        raise error
     features[PROVENANCE_KEY] = vgg.provenance_record(mode=args.preprocess, dtype=dtype, image_dir=img_dir,
                                                      num_images=len(ids), num_failures=len(failures), device=device,
                                                      **network)

@@ -1,5 +1,5 @@
 """save_vgg_feature.py when things around the extraction go wrong: an output it cannot write, two runs into one
-output, SIGTERM and Ctrl-C. Images drawn with Pillow, a random-weight VGG16."""
+output, SIGTERM and Ctrl-C, and a run in which most images fail. Images drawn with Pillow, a random-weight VGG16."""
 import errno
 import os
 import shutil
@@ -181,3 +181,28 @@ def test_temporaries_of_a_killed_run_are_removed_by_the_next(tmp_path, weights, 
     assert not stale.exists() and other.exists()
     assert f"removed {stale}, left by an interrupted run" in caplog.text
 
+
+# ----------------------------------------------------------------------------------------------------------------
+# A run in which most images fail
+
+def test_most_images_failing_is_an_error_with_the_likely_cause(tmp_path, weights, capsys):
+    data_dir = data_folder(tmp_path, good=("a",), bad=("bad",), missing=("gone", "lost"))
+    output, report = data_dir / "img_vgg_features.pt", data_dir / "img_vgg_features.pt.failures.tsv"
+    torch.save({"earlier": torch.zeros(1)}, output)
+    assert extract(data_dir, weights) == 2
+    err = capsys.readouterr().err
+    img_dir = data_dir / "ner_img"
+    assert err.startswith(f"error: only 1 of 4 images could be extracted from {img_dir} (3 failed: 2 missing, "
+                          f"1 unreadable)")
+    assert "--img_dir" in err and f"{img_dir} holds 2 files: a.jpg, bad.jpg" in err
+    assert "gone: missing: no gone{.jpg,.png,.jpeg}" in err and f"listed in {report}" in err
+    assert sorted(line.split("\t")[0] for line in report.read_text().splitlines()) == ["bad", "gone", "lost"]
+    assert torch.load(output, weights_only=True).keys() == {"earlier"}  # the earlier file is kept
+    half = data_folder(tmp_path / "half", good=("a", "b"), bad=("bad",), missing=("gone",))
+    assert extract(half, weights) == 0  # half failed: written, the failures reported
+
+
+def test_no_image_ids_at_all_is_an_error(tmp_path, weights, capsys, no_extraction):
+    data_dir = data_folder(tmp_path)
+    assert extract(data_dir, weights, "--files", ",") == 2  # the last --files wins
+    assert capsys.readouterr().err == "error: no image ids to extract: --files ',' names no data file with tweets.\n"
