@@ -91,6 +91,14 @@ def open_feature_file(path):
                         f"with save_vgg_feature.py or download it again.") from None
 
 
+def percent(part, whole):
+    """part / whole as a percentage with one decimal, never rounded to 0.0% or 100.0% unless it is exactly that."""
+    value = 100 * part / whole
+    if 0 < part < whole:
+        value = min(max(value, 0.1), 99.9)
+    return f"{value:.1f}%"
+
+
 def load_image_features(path, img_ids, require_some=True):
     """Open the features of `img_ids` in a torch file mapping image id -> (49, 512) or (512, 7, 7) tensor
     (float16 or float32; keys ints or strings, matched as strings; the reserved key `__provenance__` says how the
@@ -117,11 +125,11 @@ def load_image_features(path, img_ids, require_some=True):
     regions += [_as_regions(path, img_id, stored[by_id[img_id]]) for img_id in present]
     row_of = {img_id: row for row, img_id in enumerate(present, start=1)}
     if missing:
-        share = len(missing) / len(wanted)
-        large = (f". THAT IS {100 * share:.0f}% OF THE IMAGES: is this the feature file of this data?"
-                 if share > MISSING_FEATURES_WARN else "")
-        logger.warning("%s: %d of %d image ids (%.1f%%) have no feature; their tweets get a zero feature and stay in "
-                       "the data%s%s", path, len(missing), len(wanted), 100 * share, large,
+        share = percent(len(missing), len(wanted))
+        large = (f". THAT IS {share} OF THE IMAGES: is this the feature file of this data?"
+                 if len(missing) > MISSING_FEATURES_WARN * len(wanted) else "")
+        logger.warning("%s: %d of %d image ids (%s) have no feature; their tweets get a zero feature and stay in "
+                       "the data%s%s", path, len(missing), len(wanted), share, large,
                        "" if logger.isEnabledFor(logging.DEBUG) else " (--verbose lists them)")
         logger.debug("Image ids without a feature: %s", " ".join(missing))
     return FeatureTable(regions, row_of, missing, provenance if isinstance(provenance, dict) else None)

@@ -250,10 +250,6 @@ def prepare_data(args, device):
     return splits, vocab, features, trained
 
 
-def interrupted_code(signal_name):
-    return 143 if signal_name == "SIGTERM" else 130
-
-
 def train_and_evaluate(args, device, memory):
     """--do_train and/or --do_eval: one run folder per seed (--model_dir itself for a single --seed, or
     <model_dir>/seed_<s> for each of --seeds), every folder this writes locked from the start; --seeds ends with a
@@ -274,7 +270,7 @@ def train_and_evaluate(args, device, memory):
                 if interrupted:
                     logger.warning("Training was interrupted; skipping evaluation.%s", " Evaluate the saved "
                                    "checkpoint with --do_eval." if os.path.isfile(run.checkpoint_path) else "")
-                    return interrupted_code(interrupted)
+                    return utils.interrupted_code(interrupted)
                 if args.do_eval:
                     model, _, saved = load_trained(args, device, run)
                     trained = model, saved
@@ -335,12 +331,6 @@ def run(args):
         memory.stop()
 
 
-def terminate(signum, frame):
-    """SIGTERM (what schedulers send) stops a run the way Ctrl-C does: between two steps, the log and metrics.json
-    saying where."""
-    raise utils.Terminated()
-
-
 def parse_args(argv=None):
     return flags.parse_args(argv, description=__doc__)
 
@@ -348,7 +338,7 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     utils.init_logger(args.verbose)
-    signal.signal(signal.SIGTERM, terminate)
+    signal.signal(signal.SIGTERM, utils.raise_terminated)  # stops a run as Ctrl-C does
     try:
         if args.summarise:
             return results.summarise_runs(args.summarise, args.model_dir, flags.flag_defaults)
@@ -359,7 +349,7 @@ def main(argv=None):
         return 2
     except KeyboardInterrupt as exc:  # outside training (which handles it itself): reading data, evaluating
         print(f"interrupted ({getattr(exc, 'signal_name', 'SIGINT')})", file=sys.stderr)
-        return interrupted_code(getattr(exc, "signal_name", "SIGINT"))
+        return utils.interrupted_code(getattr(exc, "signal_name", "SIGINT"))
 
 
 if __name__ == "__main__":

@@ -10,8 +10,12 @@ How the pixels are prepared (--preprocess), which weights go with which mode, an
 vgg.py, and docs/usage.md ("Re-extracting image features").
 """
 import argparse
+import collections
+import errno
 import logging
 import os
+import shutil
+import signal
 import sys
 
 import torch
@@ -20,9 +24,19 @@ import downloads
 import utils
 import vgg
 from data_loader import DataError, dataset_file, read_tweets
-from image_features import PROVENANCE_KEY
+from image_features import NUM_REGIONS, PROVENANCE_KEY, REGION_DIM
 
 logger = logging.getLogger(__name__)
+
+# Each image of a batch holds tens of MB of activations in VGG16 (conv1's output alone is 64 x 224 x 224 float32,
+# 12.8 MB; about 40 MB measured): 1024 images is ~40 GB, more than most GPUs hold, and a GPU is busy well before
+# (64-256). A larger batch can only run out of memory, after the images before it were decoded.
+MAX_BATCH_SIZE = 1024
+# A crawl of tweet images loses a few percent (deleted, rate-limited, truncated); more than half failing is a wrong
+# --img_dir, images named otherwise than <id>.jpg, or a broken download, and a feature file of mostly zero features
+# would train a model that looks multimodal and is not: the run fails instead (exit 2), writing the report only.
+MAX_FAILED_SHARE = 0.5
+TENSOR_OVERHEAD_BYTES = 1024  # what torch.save adds per tensor besides its values (key, storage record), generously
 
 
 def image_ids(dataset, data_dir, files, offline=False):
@@ -58,7 +72,8 @@ def build_parser():
                         "REPRODUCES A BUG, the authors' OpenCV extractor (uint8 wraparound, Caffe weights)")
     p.add_argument("--force", action="store_true", help="run even when --preprocess and the weights do not match")
     p.add_argument("--dtype", choices=["float32", "float16"], default="float32", help="stored precision")
-    p.add_argument("--batch_size", type=utils.int_at_least(1), default=32, help="images per forward pass")
+    p.add_argument("--batch_size", type=utils.int_at_least(1, MAX_BATCH_SIZE), default=32,
+                   help=f"images per forward pass (at most {MAX_BATCH_SIZE}: each takes about 40 MB)")
     p.add_argument("--workers", type=utils.int_at_least(0), default=2, help="image-decoding worker processes")
     p.add_argument("--no_cuda", action="store_true", help="run on the CPU even when CUDA is available")
     p.add_argument("--offline", action="store_true", help="never download (the data set's text files, the VGG16 "
@@ -76,38 +91,123 @@ def parse_args(argv=None):
     return args
 
 
+def check_outputs(output, report):
+    """Refuse, before anything is read or extracted, an output or report that could not be written at the end."""
+    if os.path.abspath(output) == os.path.abspath(report):
+        raise DataError(f"--output and --report name the same file ({output}): give them different names.")
+    utils.check_writable(output, "--output")
+    utils.check_writable(report, "--report")
+
+
+def check_free_space(output, num_images, dtype):
+    """Refuse when the output's disk cannot hold the features of `num_images` (all of them: an earlier file stays
+    until the new one replaces it)."""
+    needed = num_images * (NUM_REGIONS * REGION_DIM * dtype.itemsize + TENSOR_OVERHEAD_BYTES)
+    folder = os.path.dirname(os.path.abspath(output))
+    free = shutil.disk_usage(folder).free
+    if free < needed:
+        raise utils.OutputError(errno.ENOSPC, f"{output}: needs about {needed / 1e6:.1f} MB for the features of "
+                                              f"{num_images} images ({str(dtype).replace('torch.', '')}), but the disk "
+                                              f"of {folder} has {free / 1e6:.1f} MB free. Free some space, or write "
+                                              f"elsewhere (another --output).")
+
+
+def load_network(args):
+    """VGG16 with the weights of --vgg_weights (torchvision's, cached or downloaded, by default), checked against
+    --preprocess; and what the provenance record says of them."""
+    weights_path = vgg.resolve_weights(args.vgg_weights, args.offline, args.preprocess)
+    weights = vgg.weights_info(weights_path)
+    logger.info("VGG16 weights %s: sha256 %s (%s)", weights_path, weights["sha256"], weights["format"])
+    forced = vgg.check_pairing(args.preprocess, weights_path, weights, args.force)
+    model = vgg.load_weights(vgg.VGG16Features(), weights_path)
+    return model, {"weights_path": weights_path, "weights": weights, "forced": forced}
+
+
+def folder_listing(folder, count=3):
+    """'<folder> holds N files: a, b, c, ...' (the first names in order), or why it cannot be listed."""
+    try:
+        names = sorted(os.listdir(folder))
+    except OSError as exc:
+        return f"{folder} cannot be listed ({exc.strerror})"
+    listed = f": {', '.join(names[:count])}{', ...' if len(names) > count else ''}" if names else ""
+    return f"{folder} holds {len(names)} file{'' if len(names) == 1 else 's'}{listed}"
+
+
+def too_many_failures(failures, num_images, img_dir, report, mode):
+    """None when enough images were extracted; else the error saying what failed and the likely cause."""
+    extracted = num_images - len(failures)
+    if extracted > 0 and len(failures) <= MAX_FAILED_SHARE * num_images:
+        return None
+    kinds = collections.Counter(reason.split(":")[0] for _, reason in failures)
+    extensions = vgg.MODE_EXTENSIONS[mode]
+    names = f"<id>{extensions[0]}" + (f" (or {', '.join(extensions[1:])})" if len(extensions) > 1 else "")
+    first = "".join(f"\n  {img_id}: {reason}" for img_id, reason in failures[:3])
+    return DataError(
+        f"only {extracted} of {num_images} images could be extracted from {img_dir} ({len(failures)} failed: "
+        f"{', '.join(f'{n} {kind}' for kind, n in kinds.most_common())}). More than half failing is not a few bad "
+        f"images but the wrong image folder or a broken download: check --img_dir (and --data_dir); each image "
+        f"must be {names} in it, and {folder_listing(img_dir)}. The first failures:{first}\n"
+        f"All are listed in {report}. No feature file was written (an earlier one, if any, is kept).")
+
+
+def extract_and_save(args, output, report):
+    """Extract the features of every image id of --files and save them with their provenance record, or stop
+    with the report alone when most images failed."""
+    device = "cuda" if torch.cuda.is_available() and not args.no_cuda else "cpu"
+    dtype = getattr(torch, args.dtype)
+    vgg.check_mode_available(args.preprocess)
+    ids = image_ids(args.dataset, args.data_dir, [f for f in args.files.split(",") if f], args.offline)
+    if not ids:
+        raise DataError(f"no image ids to extract: --files {args.files!r} names no data file with tweets.")
+    if PROVENANCE_KEY in ids:
+        raise DataError(f"an image id is {PROVENANCE_KEY!r}, the key reserved for the provenance record.")
+    check_free_space(output, len(ids), dtype)
+    model, network = load_network(args)
+    dataset = downloads.dataset_named(args.dataset)
+    img_dir = downloads.fetch_images(dataset, args.data_dir, args.offline, args.img_dir)
+    logger.info("Extracting %d images from %s on %s (--preprocess %s)", len(ids), img_dir, device, args.preprocess)
+    features, failures = vgg.extract(model, img_dir, ids, batch_size=args.batch_size, mode=args.preprocess,
+                                     dtype=dtype, device=device, workers=args.workers)
+    failed = "".join(f"{img_id}\t{reason}\n" for img_id, reason in failures)
+    error = too_many_failures(failures, len(ids), img_dir, report, args.preprocess)
+    if error:
+        utils.atomic_write_text(report, failed, "--report")
+        raise error
+    features[PROVENANCE_KEY] = vgg.provenance_record(mode=args.preprocess, dtype=dtype, image_dir=img_dir,
+                                                     num_images=len(ids), num_failures=len(failures), device=device,
+                                                     **network)
+    utils.atomic_torch_save(features, output, "--output")
+    utils.atomic_write_text(report, failed, "--report")
+    print(f"Wrote {len(features) - 1} features to {output}; {len(failures)} images failed (listed in {report}).")
+    return 0
+
+
+def run(args):
+    """Check the output and report locations, then extract while holding the output's lock."""
+    output = args.output or os.path.join(args.data_dir, "img_vgg_features.pt")
+    report = args.report or output + ".failures.tsv"
+    check_outputs(output, report)
+    with utils.file_lock(output, "--output"):
+        for stale in utils.remove_stale_temporaries(output):
+            logger.warning("removed %s, left by an interrupted run", stale)
+        return extract_and_save(args, output, report)
+
+
 def main(argv=None):
     args = parse_args(argv)
     utils.init_logger()
-    output = args.output or os.path.join(args.data_dir, "img_vgg_features.pt")
-    report = args.report or output + ".failures.tsv"
-    device = "cuda" if torch.cuda.is_available() and not args.no_cuda else "cpu"
+    previous = signal.signal(signal.SIGTERM, utils.raise_terminated)  # stop as on Ctrl-C, cleaning up after itself
     try:
-        vgg.check_mode_available(args.preprocess)
-        ids = image_ids(args.dataset, args.data_dir, [f for f in args.files.split(",") if f], args.offline)
-        if PROVENANCE_KEY in ids:
-            raise DataError(f"an image id is {PROVENANCE_KEY!r}, the key reserved for the provenance record.")
-        weights_path = vgg.resolve_weights(args.vgg_weights, args.offline, args.preprocess)
-        weights = vgg.weights_info(weights_path)
-        logger.info("VGG16 weights %s: sha256 %s (%s)", weights_path, weights["sha256"], weights["format"])
-        forced = vgg.check_pairing(args.preprocess, weights_path, weights, args.force)
-        model = vgg.load_weights(vgg.VGG16Features(), weights_path)
-        dataset = downloads.dataset_named(args.dataset)
-        img_dir = downloads.fetch_images(dataset, args.data_dir, args.offline, args.img_dir)
-    except (DataError, downloads.DownloadError) as exc:
+        return run(args)
+    except (DataError, downloads.DownloadError, utils.OutputError, utils.FolderInUse) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    dtype = getattr(torch, args.dtype)
-    logger.info("Extracting %d images from %s on %s (--preprocess %s)", len(ids), img_dir, device, args.preprocess)
-    features, failures = vgg.extract(model, img_dir, ids, batch_size=args.batch_size, mode=args.preprocess,
-                                 dtype=dtype, device=device, workers=args.workers)
-    features[PROVENANCE_KEY] = vgg.provenance_record(
-        mode=args.preprocess, weights_path=weights_path, weights=weights, forced=forced, dtype=dtype,
-        image_dir=img_dir, num_images=len(ids), num_failures=len(failures), device=device)
-    utils.atomic_torch_save(features, output)
-    utils.atomic_write_text(report, "".join(f"{img_id}\t{reason}\n" for img_id, reason in failures))
-    print(f"Wrote {len(features) - 1} features to {output}; {len(failures)} images failed (listed in {report}).")
-    return 0
+    except KeyboardInterrupt as exc:  # Ctrl-C, or SIGTERM: the temporaries and the lock file are removed by now
+        name = getattr(exc, "signal_name", "SIGINT")
+        print(f"interrupted ({name})", file=sys.stderr)
+        return utils.interrupted_code(name)
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

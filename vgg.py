@@ -359,7 +359,7 @@ def run_vgg(model, entries, *, mode, batch_size, dtype, device, workers, progres
                                          collate_fn=as_list)
     features, failures = {}, []
     with torch.inference_mode():
-        for items in tqdm(loader, desc="Extracting", disable=not progress):
+        for items in tqdm(loader, desc="Extracting", disable=None if progress else True):  # None: on a terminal only
             good = [(key, pixels) for key, pixels, _ in items if pixels is not None]
             failures += [(key, reason) for key, pixels, reason in items if pixels is None]
             if not good:

@@ -11,6 +11,7 @@ for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import pytest  # noqa: E402
 import torch  # noqa: E402
+from PIL import Image  # noqa: E402
 
 torch.set_num_threads(1)
 torch.set_num_interop_threads(1)
@@ -19,6 +20,7 @@ sys.path.insert(0, ROOT)
 
 import data_loader as data  # noqa: E402 - the project's modules import once ROOT is on the path
 import image_features  # noqa: E402
+import vgg  # noqa: E402
 
 PEOPLE = ["Obama", "Messi", "Beyonce", "Zimmerman", "Taylor"]
 PLACES = ["Paris", "London", "Texas", "Boston", "Kenya"]
@@ -59,6 +61,30 @@ def write_features(path, img_ids, dtype=torch.float32, seed=0, shape=(49, 512)):
     feats = {img_id: torch.rand(*shape, generator=generator).to(dtype) for img_id in img_ids}
     torch.save(feats, path)
     return feats
+
+
+def uniform_png(path, rgb, size=(224, 224)):
+    Image.new("RGB", size, rgb).save(path, format="PNG")  # lossless: every pixel is exactly `rgb`
+    return str(path)
+
+
+def torch_checkpoint(path, seed=1):
+    """A random-weight VGG16 in torchvision's checkpoint format."""
+    torch.manual_seed(seed)
+    torch.save(vgg.VGG16Features().state_dict(), path)
+    return str(path)
+
+
+def data_folder(tmp_path, good=("a", "b"), bad=("bad",), missing=("gone",)):
+    """<tmp_path>/data: a `train` file of the ids, and in `ner_img` an image per good id, an HTML page per bad id."""
+    data_dir = tmp_path / "data"
+    (data_dir / "ner_img").mkdir(parents=True)
+    for i, img_id in enumerate(good):
+        uniform_png(data_dir / "ner_img" / f"{img_id}.jpg", (10 + 90 * i, 200, 120), size=(60 + i, 40))
+    for img_id in bad:
+        (data_dir / "ner_img" / f"{img_id}.jpg").write_text("<html>")
+    write_conll(data_dir / "train", [(i, [("x", "O")]) for i in (*good, *bad, *missing)])
+    return data_dir
 
 
 def real_data_folder(variable, files):

@@ -1,5 +1,6 @@
 """The reader, normalisation, vocabularies, word vectors, image features and batches."""
 import logging
+import re
 import time
 
 import pytest
@@ -294,11 +295,20 @@ def test_feature_file_with_none_of_the_ids_is_an_error(tmp_path):
 def test_a_large_share_of_missing_features_is_a_loud_warning(tmp_path, caplog):
     torch.save({"1": torch.zeros(49, 512)}, tmp_path / "f.pt")
     image_features.load_image_features(str(tmp_path / "f.pt"), ["1", "2", "3", "4"])
-    assert "3 of 4 image ids (75.0%) have no feature" in caplog.text and "THAT IS 75% OF THE IMAGES" in caplog.text
+    assert "3 of 4 image ids (75.0%) have no feature" in caplog.text and "THAT IS 75.0% OF THE IMAGES" in caplog.text
     caplog.clear()
     torch.save({str(i): torch.zeros(49, 512) for i in range(19)}, tmp_path / "most.pt")
     image_features.load_image_features(str(tmp_path / "most.pt"), [str(i) for i in range(20)])
     assert "1 of 20 image ids (5.0%) have no feature" in caplog.text and "THAT IS" not in caplog.text
+
+
+@pytest.mark.parametrize("present, total, shown", [(3, 2003, "99.9%"),    # 99.85%: once 99.9, once 100
+                                                   (3, 8257, "99.9%"),    # 99.96%: not 100.0 while 3 have one
+                                                   (1, 4001, "99.9%")])
+def test_the_share_of_missing_features_is_one_number(tmp_path, caplog, present, total, shown):
+    torch.save({str(i): torch.zeros(49, 512) for i in range(present)}, tmp_path / "f.pt")
+    image_features.load_image_features(str(tmp_path / "f.pt"), [str(i) for i in range(total)])
+    assert re.findall(r"[0-9.]+%", caplog.text) == [shown, shown], caplog.text
 
 
 def test_feature_id_as_int_and_as_string_is_an_error(tmp_path):

@@ -61,6 +61,15 @@ def test_images_of_every_kind_are_converted_or_reported(tmp_path):
     torch.testing.assert_close(features["rgb"][7 * 2 + 3], pooled[:, 2, 3])
 
 
+def test_no_progress_bar_when_stderr_is_not_a_terminal(tmp_path, capsys):
+    """A redirected log gets no carriage returns and escape codes from tqdm (capsys's stderr is not a terminal)."""
+    draw_images(tmp_path / "img")
+    features, _ = vgg.extract(vgg.VGG16Features(), str(tmp_path / "img"), ["rgb", "gray"], batch_size=1, progress=True)
+    assert set(features) == {"rgb", "gray"}
+    err = capsys.readouterr().err
+    assert "Extracting" not in err and "\r" not in err
+
+
 def test_conversions_keep_content_upright_and_eight_bit(tmp_path):
     draw_images(tmp_path)
     assert images.open_image(tmp_path / "rotated.jpeg").size == (20, 40)  # EXIF orientation applied

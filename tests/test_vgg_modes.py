@@ -22,12 +22,7 @@ from PIL import Image
 import data_loader as data
 import save_vgg_feature
 import vgg
-from conftest import write_conll
-
-def uniform_png(path, rgb, size=(224, 224)):
-    Image.new("RGB", size, rgb).save(path, format="PNG")  # lossless: every pixel is exactly `rgb`
-    return str(path)
-
+from conftest import data_folder, torch_checkpoint, uniform_png
 
 def channel_values(pixels):
     """The single value of each channel of a uniform (3, H, W) tensor."""
@@ -189,23 +184,6 @@ def file_sha256(path):
     return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
-def torch_checkpoint(path, seed=1):
-    torch.manual_seed(seed)
-    torch.save(vgg.VGG16Features().state_dict(), path)
-    return str(path)
-
-
-def data_folder(tmp_path, good=("a", "b"), bad=("bad",), missing=("gone",)):
-    data_dir = tmp_path / "data"
-    (data_dir / "ner_img").mkdir(parents=True)
-    for i, img_id in enumerate(good):
-        uniform_png(data_dir / "ner_img" / f"{img_id}.jpg", (10 + 90 * i, 200, 120), size=(60 + i, 40))
-    for img_id in bad:
-        (data_dir / "ner_img" / f"{img_id}.jpg").write_text("<html>")
-    write_conll(data_dir / "train", [(i, [("x", "O")]) for i in (*good, *bad, *missing)])
-    return data_dir
-
-
 def run_cli(data_dir, *flags):
     return save_vgg_feature.main(["--data_dir", str(data_dir), "--files", "train", "--workers", "0", *flags])
 
@@ -229,9 +207,12 @@ def test_mode_and_weights_that_cannot_go_together_are_refused(tmp_path, capsys, 
     assert saved[vgg.PROVENANCE_KEY]["forced"] == 1 and set(saved) == {"a", vgg.PROVENANCE_KEY}
 
 
-@pytest.mark.parametrize("flag, value, message", [("--batch_size", "0", "expected a positive integer, got '0'"),
-                                                  ("--workers", "-1", "expected an integer >= 0, got '-1'"),
-                                                  ("--batch_size", "many", "expected a positive integer, got 'many'")])
+@pytest.mark.parametrize("flag, value, message", [
+    ("--batch_size", "0", "expected an integer from 1 to 1024, got '0'"),
+    ("--workers", "-1", "expected an integer >= 0, got '-1'"),
+    ("--batch_size", "many", "expected an integer from 1 to 1024, got 'many'"),
+    ("--batch_size", "100000", "expected an integer from 1 to 1024, got '100000'"),  # ~40 MB per image: 4 TB
+])
 def test_bad_counts_are_argparse_errors(flag, value, message, capsys):
     with pytest.raises(SystemExit) as exit_info:
         save_vgg_feature.main([flag, value])
