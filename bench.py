@@ -38,12 +38,6 @@ from reference_model import LiteralACN  # noqa: E402
 
 # ----------------------------------------------------------------------------------------------------------------
 
-def synthetic_features(img_ids, seed=0):
-    """Full-size (49, 512) non-negative float32 features (like ReLU outputs) for every id; a stand-in for VGG16."""
-    generator = torch.Generator().manual_seed(seed)
-    return {img_id: torch.relu(torch.randn(49, 512, generator=generator)) for img_id in img_ids}
-
-
 def prepare(data_dir, work_dir):
     """Two data folders in `work_dir`, float16/ and float32/, each with the three files and the same synthetic
     features stored in that dtype. Returns the splits and the float16 features, opened as main.py opens them."""
@@ -56,7 +50,7 @@ def prepare(data_dir, work_dir):
         for name in splits:
             shutil.copy(os.path.join(data_dir, name), os.path.join(folder, name))
         if not os.path.isfile(os.path.join(folder, "img_vgg_features.pt")):
-            features = features or synthetic_features(ids)
+            features = features or image_features.synthetic_features(ids)
             torch.save({k: v.to(getattr(torch, dtype)) for k, v in features.items()},
                        os.path.join(folder, "img_vgg_features.pt"))
     del features

@@ -133,3 +133,10 @@ def load_image_features(path, img_ids, require_some=True):
                        "" if logger.isEnabledFor(logging.DEBUG) else " (--verbose lists them)")
         logger.debug("Image ids without a feature: %s", " ".join(missing))
     return FeatureTable(regions, row_of, missing, provenance if isinstance(provenance, dict) else None)
+
+
+def synthetic_features(img_ids, seed=0):
+    """Full-size (49, 512) non-negative float32 features (like ReLU outputs) for every id: a stand-in for VGG16 that
+    carries nothing of the images (save_vgg_feature.py --synthetic, the benchmark)."""
+    generator = torch.Generator().manual_seed(seed)
+    return {img_id: torch.relu(torch.randn(NUM_REGIONS, REGION_DIM, generator=generator)) for img_id in img_ids}

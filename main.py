@@ -132,7 +132,10 @@ def load_features(args, splits, use_image):
     path = feature_path(args)
     img_ids = [img_id for split in splits.values() for img_id in split.img_ids]
     features = image_features.load_image_features(path, img_ids, require_some="predict" not in splits)
-    if features.provenance is None:
+    if (features.provenance or {}).get("mode") == "synthetic":
+        logger.warning("%s holds synthetic features (save_vgg_feature.py --synthetic): random noise that carries "
+                       "nothing of the images", path)
+    elif features.provenance is None:
         logger.info("%s has no provenance record (as the published file): how its features were made is not known; "
                     "save_vgg_feature.py records it", path)
     else:

@@ -58,6 +58,10 @@ def image_extractor(run, vgg_weights, offline, device, stated_mode=None):
                              f"config.json), or state the pipeline with --image_pipeline.")
     provenance = ((config or {}).get("image_features") or {}).get("provenance")
     provenance = provenance if isinstance(provenance, dict) else None
+    if (provenance or {}).get("mode") == "synthetic":
+        raise data.DataError(f"{path}: the model was trained on synthetic features (save_vgg_feature.py --synthetic), "
+                             f"which no image can be turned into: tag the tweets without their images, or train on "
+                             f"features extracted from images.")
     if provenance is not None and stated_mode is not None and stated_mode != provenance.get("mode"):
         raise data.DataError(f"{path}: the training features were made with --preprocess {provenance.get('mode')} "
                              f"(their provenance record), not {stated_mode}: drop --image_pipeline.")

@@ -24,7 +24,7 @@ import downloads
 import utils
 import vgg
 from data_loader import DataError, dataset_file, read_tweets
-from image_features import NUM_REGIONS, PROVENANCE_KEY, REGION_DIM
+from image_features import NUM_REGIONS, PROVENANCE_KEY, REGION_DIM, synthetic_features
 
 logger = logging.getLogger(__name__)
 
@@ -78,6 +78,13 @@ def build_parser():
     p.add_argument("--no_cuda", action="store_true", help="run on the CPU even when CUDA is available")
     p.add_argument("--offline", action="store_true", help="never download (the data set's text files, the VGG16 "
                    "weights, the image archive)")
+    p.add_argument("--synthetic", action="store_true", help="instead of VGG16 on the images: a random stand-in "
+                   "feature (non-negative noise, seed 0) for every image id of --files, no image or weights needed. "
+                   "To try the image model offline; the features carry nothing of the images, and the provenance "
+                   "record says so")
+    p.add_argument("--random_weights", metavar="PATH", default=None, help="write a VGG16 checkpoint of random weights "
+                   "(seed 0, torchvision's format) to PATH and stop: a stand-in for the ImageNet weights, to try "
+                   "extraction and tagging raw tweets with images offline (--vgg_weights PATH)")
     return p
 
 
@@ -162,6 +169,8 @@ def extract_and_save(args, output, report):
     if PROVENANCE_KEY in ids:
         raise DataError(f"an image id is {PROVENANCE_KEY!r}, the key reserved for the provenance record.")
     check_free_space(output, len(ids), dtype)
+    if args.synthetic:
+        return save_synthetic(ids, dtype, output)
     model, network = load_network(args)
     dataset = downloads.dataset_named(args.dataset)
     img_dir = downloads.fetch_images(dataset, args.data_dir, args.offline, args.img_dir)
@@ -182,6 +191,26 @@ def extract_and_save(args, output, report):
     return 0
 
 
+def save_synthetic(ids, dtype, output):
+    """--synthetic: stand-in features for `ids`, with a provenance record that says what they are."""
+    features = {img_id: regions.to(dtype) for img_id, regions in synthetic_features(ids).items()}
+    features[PROVENANCE_KEY] = {"mode": "synthetic", "note": "random non-negative noise (save_vgg_feature.py "
+                                "--synthetic, seed 0): no image was read", "dtype": str(dtype).replace("torch.", ""),
+                                "num_images": len(ids), "num_features": len(ids), "num_failures": 0}
+    utils.atomic_torch_save(features, output, "--output")
+    print(f"Wrote {len(ids)} synthetic features (random, no image read) to {output}.")
+    return 0
+
+
+def save_random_weights(path):
+    """--random_weights: a VGG16 checkpoint of random weights (seed 0) in torchvision's format."""
+    torch.manual_seed(0)
+    utils.atomic_torch_save(vgg.VGG16Features().state_dict(), path, "--random_weights")
+    print(f"Wrote random VGG16 weights to {path} (use them with --vgg_weights {path}; features made with them carry "
+          f"no ImageNet knowledge).")
+    return 0
+
+
 def run(args):
     """Check the output and report locations, then extract while holding the output's lock."""
     output = args.output or os.path.join(args.data_dir, "img_vgg_features.pt")
@@ -198,7 +227,7 @@ def main(argv=None):
     utils.init_logger()
     previous = signal.signal(signal.SIGTERM, utils.raise_terminated)  # stop as on Ctrl-C, cleaning up after itself
     try:
-        return run(args)
+        return save_random_weights(args.random_weights) if args.random_weights else run(args)
     except (DataError, downloads.DownloadError, utils.OutputError, utils.FolderInUse) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
