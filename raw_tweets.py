@@ -22,6 +22,7 @@ import html.entities
 import json
 import os
 import re
+import sys
 from dataclasses import dataclass
 
 from nltk.tokenize import TweetTokenizer
@@ -137,6 +138,12 @@ def _parse_line(raw_line, first):
     except json.JSONDecodeError as exc:
         raise BadLine(f"not valid JSON ({exc.msg} at column {exc.colno}). Each line must be one JSON object such "
                       f"as {EXAMPLE_LINE}.") from None
+    except RecursionError:
+        raise BadLine(f"arrays or objects nested too deeply to read. Each line must be one JSON object such as "
+                      f"{EXAMPLE_LINE}.") from None
+    except ValueError:  # the only other error json raises: an integer longer than Python converts
+        raise BadLine(f"a number of more than {sys.get_int_max_str_digits():,} digits, more than Python reads. "
+                      f"Write it as a string (an `id` in quotes).") from None
     if not isinstance(value, dict):
         raise BadLine(f"a JSON {JSON_TYPES[type(value)]}, not an object. Each line must be one JSON object such "
                       f"as {EXAMPLE_LINE}.")
@@ -154,7 +161,26 @@ def _parse_line(raw_line, first):
     elif record_id is not None and (not isinstance(record_id, str) or not record_id.strip()):
         raise BadLine(f"`id` must be a non-empty string or an integer, or left out (the line number is used); "
                       f"got {json.dumps(record_id)}.")
+    for key, string in (("text", text), ("image", image), ("id", record_id)):
+        position = lone_surrogate(string)
+        if position is not None:
+            raise BadLine(f"`{key}` holds a lone surrogate, \\u{ord(string[position]):04x} at character {position}: "
+                          f"half of a UTF-16 pair escaped without its other half, which is no character and cannot "
+                          f"be written out. Escape the whole pair, or write the character itself.")
     return record_id, text, image
+
+
+def lone_surrogate(string):
+    """The position of the first character of `string` (None or a str) that UTF-8 cannot hold: a lone surrogate,
+    U+D800..U+DFFF, as a JSON escape such as "\\ud800" or a command-line byte that was not UTF-8 gives. None when
+    there is none."""
+    if string is None:
+        return None
+    try:
+        string.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return exc.start
+    return None
 
 
 def read_jsonl(path):
@@ -207,7 +233,16 @@ def read_jsonl(path):
 
 def record_from_text(text, image=None, record_id="1"):
     """The tweet of `--text "..." --image photo.jpg` (the image path is taken as given, relative to the current
-    folder)."""
+    folder). Raises DataError when either holds bytes that are not UTF-8 (Python keeps such a byte of the command
+    line as a lone surrogate, U+DC80..U+DCFF, which no output can hold)."""
+    for flag, string, advice in (("--text", text, "Give the text in UTF-8 (the terminal's or the script's encoding)"),
+                                 ("--image", image, "Rename the file so that its name is UTF-8")):
+        position = lone_surrogate(string)
+        if position is not None:
+            code = ord(string[position])
+            what = f"byte {code - 0xDC00:#04x}" if 0xDC80 <= code <= 0xDCFF else f"the lone surrogate U+{code:04X}"
+            raise DataError(f"{flag}: {what} at character {position} is not UTF-8, which the output must be. "
+                            f"{advice}.")
     return RawTweet(record_id, text, image, tokenize(text), 0)
 
 
@@ -260,6 +295,12 @@ def output_record(record, tags, has_image_feature, image_problem=None):
             "zero_feature_reason": reason}
 
 
+# Characters that some readers take for the end of a line (Python's str.splitlines, JavaScript's line terminators)
+# though JSON lets them stand in a string: written as \u escapes, every reader sees one record per line.
+LINE_BREAKS = str.maketrans({"\u0085": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
+
+
 def format_jsonl(outputs):
-    """Output records as JSONL text, one object per line, characters as they are (not \\u escapes)."""
-    return "".join(json.dumps(output, ensure_ascii=False) + "\n" for output in outputs)
+    """Output records as JSONL text, one object per line, characters as they are (not \\u escapes) except U+0085,
+    U+2028 and U+2029, which are escaped (json already escapes every other line break)."""
+    return "".join(json.dumps(output, ensure_ascii=False).translate(LINE_BREAKS) + "\n" for output in outputs)

@@ -166,3 +166,21 @@ def test_offline_without_the_weights_names_the_flag(trained, capsys):
     Image.new("RGB", (64, 64)).save(tmp_path / "x.jpg")
     assert predict(tmp_path, data_dir, "--text", "Obama", "--image", str(tmp_path / "x.jpg")) == 2
     assert "pass --vgg_weights PATH to vgg16.pth" in capsys.readouterr().err
+
+
+def test_text_that_cannot_be_written_is_one_bad_line(trained, capsys):
+    """A lone surrogate used to tag every line and then fail writing them all; U+2028 and co. are escaped."""
+    tmp_path, data_dir, _ = trained
+    path = tmp_path / "tweets.jsonl"
+    path.write_text('{"id": "a", "text": "Messi\\u2028in Paris\\u0085"}\n{"id": "b", "text": "half \\ud800"}\n'
+                    '{"id": "c", "text": "Boston"}\n', encoding="utf-8")
+    assert predict(tmp_path, data_dir, "--pred_file", str(path)) == 2
+    assert f"{path}:2: `text` holds a lone surrogate" in capsys.readouterr().err
+    written = (tmp_path / "model" / "tweets.jsonl.predicted.jsonl").read_text(encoding="utf-8")
+    assert [json.loads(line)["text"] for line in written.splitlines()] == ["Messi\u2028in Paris\u0085", "Boston"]
+    output = tmp_path / "one.jsonl"
+    for flags in ([], ["--pred_output", str(output)]):
+        assert predict(tmp_path, data_dir, "--text", "caf\udce9 in Paris", *flags) == 2  # argv byte 0xe9 (Latin-1)
+        captured = capsys.readouterr()
+        assert captured.out == "" and "--text: byte 0xe9 at character 3 is not UTF-8" in captured.err
+    assert not output.exists()
