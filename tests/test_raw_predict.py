@@ -9,6 +9,7 @@ from PIL import Image
 import image_features
 import downloads
 import main
+import model
 import vgg
 from conftest import run_main
 
@@ -166,6 +167,50 @@ def test_offline_without_the_weights_names_the_flag(trained, capsys):
     Image.new("RGB", (64, 64)).save(tmp_path / "x.jpg")
     assert predict(tmp_path, data_dir, "--text", "Obama", "--image", str(tmp_path / "x.jpg")) == 2
     assert "pass --vgg_weights PATH to vgg16.pth" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# One line that cannot be tagged fails alone
+
+def runs_out_of_memory_above(monkeypatch, tokens, error):
+    """Decoding a batch that holds a tweet of more than `tokens` tokens raises `error`, as a 1 MB line made torch's
+    allocator do ("tried to allocate 102400000000 bytes")."""
+    real_decode = model.ACN.decode
+
+    def decode(self, batch):
+        if batch.word_mask.sum(dim=1).max() > tokens:
+            raise error
+        return real_decode(self, batch)
+    monkeypatch.setattr(model.ACN, "decode", decode)
+
+
+@pytest.mark.parametrize("error", [
+    RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: not enough memory: you tried to "
+                 "allocate 102400000000 bytes."),
+    MemoryError()], ids=["torch", "python"])
+def test_a_tweet_that_runs_out_of_memory_fails_alone(trained, monkeypatch, capsys, error):
+    tmp_path, data_dir, _ = trained
+    runs_out_of_memory_above(monkeypatch, 100, error)
+    lines = [{"id": "a", "text": "Messi in Paris"}, {"id": "huge", "text": "Obama " * 5_000},
+             {"id": "c", "text": "Boston City"}]
+    path = write_jsonl(tmp_path / "tweets.jsonl", lines)
+    assert predict(tmp_path, data_dir, "--pred_file", str(path)) == 2  # the three tweets are one batch
+    err = capsys.readouterr().err
+    assert (f"{path}:2: this tweet of 5,000 tokens could not be tagged: memory ran out. Split it into shorter "
+            f"tweets, or tag it on a machine with more memory.") in err
+    assert f"1 line of {path} was skipped (above); the other 2 tweets were tagged" in err
+    written = (tmp_path / "model" / "tweets.jsonl.predicted.jsonl").read_text(encoding="utf-8").splitlines()
+    assert [json.loads(line)["id"] for line in written] == ["a", "c"]
+    assert predict(tmp_path, data_dir, "--text", "Obama " * 200) == 2
+    assert "--text: this tweet of 200 tokens could not be tagged" in capsys.readouterr().err
+
+
+def test_other_errors_of_the_model_are_not_taken_for_memory(trained, monkeypatch):
+    tmp_path, data_dir, _ = trained
+    runs_out_of_memory_above(monkeypatch, 0, RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
+    path = write_jsonl(tmp_path / "tweets.jsonl", [{"text": "Messi in Paris"}])
+    with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):
+        predict(tmp_path, data_dir, "--pred_file", str(path))
 
 
 def test_text_that_cannot_be_written_is_one_bad_line(trained, capsys):

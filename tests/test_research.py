@@ -10,6 +10,7 @@ from PIL import Image
 
 import flags
 import main
+import model
 import plots
 import predict
 import results as seed_results
@@ -212,6 +213,27 @@ def test_research_flag_combinations_checked(flags, message, capsys):
     with pytest.raises(SystemExit):
         main.parse_args(flags)
     assert message in capsys.readouterr().err
+
+
+def test_a_tweet_of_a_file_that_runs_out_of_memory_fails_alone(tmp_path, tiny_data, monkeypatch, capsys):
+    data_dir, _ = tiny_data
+    run_main(tmp_path, data_dir, "--do_train", "--num_train_epochs", "1")
+    real_decode = model.ACN.decode
+
+    def decode(self, batch):  # as torch's allocator does on a tweet of a million words
+        if batch.word_mask.sum(dim=1).max() > 100:
+            raise RuntimeError("DefaultCPUAllocator: not enough memory: you tried to allocate 102400000000 bytes.")
+        return real_decode(self, batch)
+    monkeypatch.setattr(model.ACN, "decode", decode)
+    tweets = [("a", [("Paris", "B-LOC")]), ("huge", [("Obama", "B-PER")] * 500), ("c", [("Messi", "B-PER")])]
+    path = write_conll(tmp_path / "new.txt", tweets)
+    assert run_main(tmp_path, data_dir, "--do_predict", "--pred_file", str(path)) == 2
+    assert (f"error: {path}:4: this tweet of 500 tokens could not be tagged: memory ran out"
+            in capsys.readouterr().err)  # line 4: the IMGID line of the second tweet
+    lines = (tmp_path / "model" / "new.txt.predicted").read_text().splitlines()
+    assert [line for line in lines if line.startswith("IMGID:")] == ["IMGID:a", "IMGID:c"]
+    metrics = json.loads((tmp_path / "model" / "new.txt.predicted.metrics.json").read_text())
+    assert metrics["tweets"] == 2  # scored over the tweets that were tagged
 
 
 def test_prediction_of_unknown_words_and_long_tweets(tmp_path, tiny_data):
