@@ -4,6 +4,7 @@ the visual attention.
 Raw tweets are tokenised keeping character offsets (raw_tweets.py); their images go through the same VGG16 pipeline
 that made the run's training features, rebuilt from the provenance record its config.json carries (vgg.py).
 """
+import hashlib
 import logging
 import os
 import re
@@ -26,6 +27,7 @@ def tag_file(model, vocab, device, split, features, output, run, *, batch_size, 
     """Tag the tweets of `split` (an IMGID-CoNLL file) into `output`; score them too when every token came with a
     tag (`<output>.metrics.json`). `attention_limit` > 0 draws the attention of that many tweets into the run. A
     tweet that cannot be tagged (memory ran out) is reported with its line and left out; the exit code is then 2."""
+    refuse_attention_of_text_only(model, attention_limit, run)
     split.examples = data.encode_tweets(split.tweets, vocab, model.config.max_word_len, features)
     failed = []
     predicted = trainer.predict(model, split.examples, len(split.tweets), vocab, features, batch_size, device,
@@ -48,6 +50,13 @@ def tag_file(model, vocab, device, split, features, output, run, *, batch_size, 
         save_attention_maps(model, split, features, device, run.file("attention"), attention_limit,
                             lambda tweet: images.find_image(img_dir, tweet.img_id))
     return report_skipped(errors, split.path, len(tweets), "tweet")
+
+
+def refuse_attention_of_text_only(model, attention_limit, run):
+    """--save_attention with a text-only checkpoint: there is no visual attention to draw."""
+    if attention_limit and not model.config.use_image:
+        raise trainer.CheckpointError(f"--save_attention: {run.checkpoint_path} is a text-only model (trained with "
+                                      f"--no_img), which has no visual attention to draw. Drop --save_attention.")
 
 
 def untagged(where, num_tokens):
@@ -116,6 +125,7 @@ def tag_raw_tweets(model, vocab, device, run, make_extractor, *, pred_file, text
     lines, and tweets that cannot be tagged (memory ran out), are reported with their line and skipped; the others
     are still tagged, and the exit code is 2."""
     import raw_tweets  # here, not at the top: nltk's import costs ~1.3 s that training and evaluation never need
+    refuse_attention_of_text_only(model, attention_limit, run)
     if text is not None:
         records, errors = [raw_tweets.record_from_text(text, image)], []
     else:
@@ -132,8 +142,7 @@ def tag_raw_tweets(model, vocab, device, run, make_extractor, *, pred_file, text
     errors += [untagged(f"{pred_file}:{records[index].line}" if text is None else "--text",
                         len(records[index].tokens)) for index in sorted(failed)]
     outputs = [raw_tweets.output_record(record, tags, features is not None and record.id in features.row_of,
-                                        problems.get(record.id) if model.config.use_image else
-                                        "the model is text-only (trained with --no_img)")
+                                        problems.get(record.id), text_only=not model.config.use_image)
                for record, tags in zip(records, predicted, strict=True) if tags is not None]
     if text is not None and not output:
         print(raw_tweets.format_jsonl(outputs), end="")
@@ -151,20 +160,30 @@ def tag_raw_tweets(model, vocab, device, run, make_extractor, *, pred_file, text
 
 def log_raw_outputs(outputs, source, output):
     """One log line: how many tweets were written, and how many used their image."""
-    logger.info("Tagged %d tweets of %s -> %s; %d used their image, %d the zero feature", len(outputs), source, output,
-                sum(o["image_feature"] == "image" for o in outputs), sum(o["image_feature"] == "zero" for o in outputs))
+    images_used = sum(o["image_feature"] == "image" for o in outputs)
+    zero = sum(o["image_feature"] == "zero" for o in outputs)
+    logger.info("Tagged %d tweets of %s -> %s; %s", len(outputs), source, output,
+                f"{images_used} used their image, {zero} the zero feature" if images_used + zero == len(outputs)
+                else "a text-only model: no image was read")
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Attention maps
 
 SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]")
+MAX_NAME = 200  # bytes: file systems allow 255, and utils.atomic_path's temporary name adds 14 to it
 
 
 def attention_file_name(index, img_id):
     """`<index>_<img_id>.png` with every character of the id outside [A-Za-z0-9_.-] replaced by `_` (an id from a
-    data file never becomes a path: no `/`, no `..`)."""
-    return f"{index}_{SAFE_NAME.sub('_', img_id).lstrip('.')}.png"
+    data file never becomes a path: no `/`, no `..`). An id too long for a file name is cut, and 12 hex digits of
+    its sha256 are added (`<index>_<start of the id>-<hash>.png`), so that the name still tells ids apart."""
+    safe = SAFE_NAME.sub("_", img_id).lstrip(".")  # ASCII only: a character is a byte
+    name = f"{index}_{safe}.png"
+    if len(name) <= MAX_NAME:
+        return name
+    digest = hashlib.sha256(img_id.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    return f"{index}_{safe[:MAX_NAME - len(f'{index}_-{digest}.png')]}-{digest}.png"
 
 
 def attention_backdrop(path):
@@ -177,6 +196,11 @@ def attention_backdrop(path):
     except images.ImageError as exc:
         logger.warning("%s; its attention map is drawn without it", exc)
         return None
+
+
+def concat_title(num_words):
+    """The title of a concat attention map: one map serves every word of the tweet."""
+    return f"all {num_words} words (concat)"
 
 
 def save_attention_maps(model, split, features, device, folder, limit, image_path_of):
@@ -194,6 +218,5 @@ def save_attention_maps(model, split, features, device, folder, limit, image_pat
         if per_word:
             plots.plot_visual_attention(tweet.tokens, alpha, path, image)
         else:
-            plots.plot_visual_attention([f"every word ({len(tweet.tokens)}): concat attention is one map per tweet"],
-                                        alpha[:1], path, image)
+            plots.plot_visual_attention([concat_title(len(tweet.tokens))], alpha[:1], path, image)
     logger.info("Wrote %d attention maps to %s", min(len(split.examples), limit), folder)

@@ -269,17 +269,24 @@ def entities_from_tags(text, token_spans, tags):
     return entities
 
 
-def output_record(record, tags, has_image_feature, image_problem=None):
+TEXT_ONLY = "the model is text-only (trained with --no_img): it reads no image"
+
+
+def output_record(record, tags, has_image_feature, image_problem=None, text_only=False):
     """The prediction for one RawTweet as a JSON-ready dict: id, text, image, tokens, spans ([start, end] of each
-    token), tags, entities, and `image_feature`: "image" (the image's features were used) or "zero" (the zero
+    token), tags, entities, and `image_feature`: "image" (the image's features were used), "zero" (the zero
     feature), with `zero_feature_reason` saying why: no image given, or the image could not be used
-    (`image_problem`, required then, says what went wrong)."""
+    (`image_problem`, required then, says what went wrong); or "none" for a `text_only` model, which reads no
+    image (the reason says so)."""
     if len(tags) != len(record.tokens):
         raise ValueError(f"tweet {record.id!r}: {len(tags)} tags for {len(record.tokens)} tokens")
-    if has_image_feature and record.image is None:
-        raise ValueError(f"tweet {record.id!r} has no image, so it cannot have used an image feature")
+    if has_image_feature and (record.image is None or text_only):
+        raise ValueError(f"tweet {record.id!r} has no image or the model is text-only, so it cannot have used an "
+                         f"image feature")
     if has_image_feature:
         reason = None
+    elif text_only:
+        reason = TEXT_ONLY
     elif record.image is None:
         reason = "no image given"
     elif image_problem:
@@ -291,7 +298,7 @@ def output_record(record, tags, has_image_feature, image_problem=None):
             "spans": [[start, end] for _, start, end in record.tokens],
             "tags": list(tags),
             "entities": entities_from_tags(record.text, record.tokens, tags),
-            "image_feature": "image" if has_image_feature else "zero",
+            "image_feature": "image" if has_image_feature else "none" if text_only else "zero",
             "zero_feature_reason": reason}
 
 

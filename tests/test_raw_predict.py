@@ -10,6 +10,7 @@ import image_features
 import downloads
 import main
 import model
+import raw_tweets
 import vgg
 from conftest import run_main
 
@@ -229,3 +230,27 @@ def test_text_that_cannot_be_written_is_one_bad_line(trained, capsys):
         captured = capsys.readouterr()
         assert captured.out == "" and "--text: byte 0xe9 at character 3 is not UTF-8" in captured.err
     assert not output.exists()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Text-only models and attention maps
+
+def test_text_only_model_says_so_and_refuses_attention_maps(tmp_path, tiny_data, capsys):
+    data_dir, _ = tiny_data
+    assert run_main(tmp_path, data_dir, "--do_train", "--num_train_epochs", "1", "--no_img") == 0
+    assert predict(tmp_path, data_dir, "--text", "Messi in Paris") == 0
+    result = json.loads(capsys.readouterr().out)
+    assert (result["image_feature"], result["zero_feature_reason"]) == ("none", raw_tweets.TEXT_ONLY)
+    checkpoint = tmp_path / "model" / "model.pt"
+    for given in (["--text", "Messi in Paris"], ["--pred_file", str(data_dir / "test")]):
+        assert predict(tmp_path, data_dir, *given, "--save_attention") == 2
+        assert capsys.readouterr().err == (f"error: --save_attention: {checkpoint} is a text-only model (trained "
+                                           f"with --no_img), which has no visual attention to draw. Drop "
+                                           f"--save_attention.\n")
+
+
+def test_text_flag_draws_the_attention_of_an_image_model(trained, capsys):
+    tmp_path, data_dir, _ = trained
+    assert predict(tmp_path, data_dir, "--text", "Messi in Paris", "--save_attention") == 0
+    assert json.loads(capsys.readouterr().out)["tokens"] == ["Messi", "in", "Paris"]
+    assert [p.name for p in (tmp_path / "model" / "attention").iterdir()] == ["0_1.png"]

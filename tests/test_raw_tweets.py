@@ -163,6 +163,13 @@ def test_output_record_says_which_image_feature_was_used():
     assert output_record(no_image, [], False)["entities"] == []
 
 
+def test_output_record_of_a_text_only_model_says_so():
+    for image in (None, "/img/7.jpg"):
+        out = output_record(RawTweet("7", "Messi", image, tokenize("Messi"), 1), ["B-PER"], False, text_only=True)
+        assert (out["image_feature"], out["zero_feature_reason"]) == ("none", raw_tweets.TEXT_ONLY)
+        assert "text-only" in raw_tweets.TEXT_ONLY
+
+
 def test_output_record_refuses_contradictions():
     record = RawTweet("7", "Messi", None, tokenize("Messi"), 1)
     with pytest.raises(ValueError, match="no image"):
