@@ -13,9 +13,12 @@ R = 49 image regions, k = hidden size, T = number of tags.
 About the attention (section 3-4): the paper scores `w . tanh([W_V v_i ; W_H h_t + b])`. The tanh acts on each half
 of the concatenation separately, so the score is a region term plus a word term, and the softmax over regions
 cancels the word term. The "concat" attention below computes exactly these scores in factored form: one term per
-region, one per word, added by broadcasting into (B, S, R), instead of building the (B, S, R, 2k) tensor. The
-"additive" variant, `w . tanh(W_V v_i + W_H h_t + b)`, lets the word condition the attention; it needs the
-(B, S, R, k) tensor by construction.
+region, one per word, added by broadcasting into (B, S, R), instead of building the (B, S, R, 2k) tensor. In the
+textual attention the same cancellation makes β one vector per tweet, so it is computed once (from the first word's
+query) and expanded: prediction costs memory linear in the tweet's length. The "additive" variant,
+`w . tanh(W_V v_i + W_H h_t + b)`, lets the word condition the attention; it needs a (B, S, N, k) tensor by
+construction, and the textual attention an (S, S) one, so it is computed in chunks of query words whose tensors
+hold at most ADDITIVE_CHUNK_ELEMENTS elements: memory linear in S, time still quadratic.
 
 The network of the authors' released Keras code (which produced the paper's numbers and differs from these equations
 in several places) is AuthorsACN in model_authors.py; trainer.build_model picks one of the two by
@@ -138,12 +141,22 @@ class RegionProjection(nn.Module):
 # ----------------------------------------------------------------------------------------------------------------
 # 3-4. The two attentions share one scoring form: items (regions or words) are scored against a query per word.
 
+ADDITIVE_CHUNK_ELEMENTS = 2 ** 22  # the additive attention's (B, c, N, k) tensor per chunk: 16 MB of float32
+
+
+def query_slices(num_queries, batch_size, num_items, hidden_dim):
+    """Slices of the query words, each small enough that the additive attention's (B, c, N, k) tensor holds at most
+    ADDITIVE_CHUNK_ELEMENTS elements (at least one word per slice), so memory does not grow with S * S."""
+    size = max(1, ADDITIVE_CHUNK_ELEMENTS // (batch_size * num_items * hidden_dim))
+    return [slice(start, start + size) for start in range(0, num_queries, size)]
+
+
 class CoAttentionScore(nn.Module):
     """Scores of every item for every query word, (B, S, N).
 
     concat:   score_{t,i} = w · tanh([W_item item_i ; W_query query_t + b_query]) + b
                           = w_item · tanh(W_item item_i) + w_query · tanh(W_query query_t + b_query) + b
-    additive: score_{t,i} = w · tanh(W_item item_i + W_query query_t + b_query) + b
+    additive: score_{t,i} = w · tanh(W_item item_i + W_query query_t + b_query) + b, in chunks of query words
     """
 
     def __init__(self, hidden_dim, attention):
@@ -161,9 +174,14 @@ class CoAttentionScore(nn.Module):
             item_term = torch.tanh(self.item_proj(items)) @ w_item                  # (B, N)
             query_term = torch.tanh(self.query_proj(queries)) @ w_query + self.score.bias  # (B, S)
             return query_term[:, :, None] + item_term[:, None, :]                   # (B, S, N)
-        hidden = torch.tanh(self.query_proj(queries)[:, :, None, :]                  # (B, S, 1, k)
-                            + self.item_proj(items)[:, None, :, :])                 # (B, S, N, k)
-        return self.score(hidden).squeeze(-1)                                        # (B, S, N)
+        # additive: chunks written into tensors made beforehand (joining a list of pieces interleaves small lasting
+        # allocations with the chunks' large passing ones, and the heap grew to 2 GB for a 20,000-word tweet)
+        projected_items = self.item_proj(items)[:, None, :, :]                        # (B, 1, N, k)
+        scores = items.new_empty(queries.size(0), queries.size(1), items.size(1))     # (B, S, N)
+        for part in query_slices(queries.size(1), items.size(0), items.size(1), k):
+            hidden = torch.tanh(self.query_proj(queries[:, part])[:, :, None, :] + projected_items)  # (B, c, N, k)
+            scores[:, part] = self.score(hidden).squeeze(-1)                          # (B, c, N)
+        return scores
 
 
 class WordGuidedVisualAttention(nn.Module):
@@ -179,17 +197,35 @@ class WordGuidedVisualAttention(nn.Module):
 
 
 class ImageGuidedTextualAttention(nn.Module):
-    """Section 4: β_{t,j} = softmax_j(score(h_j, v̂_t)) over the real words j,  ĥ_t = Σ_j β_{t,j} h_j."""
+    """Section 4: β_{t,j} = softmax_j(score(h_j, v̂_t)) over the real words j,  ĥ_t = Σ_j β_{t,j} h_j.
+
+    concat: the query term is the same for every word j, so the softmax cancels it and β_t is one vector for every
+    t: computed once, from the first word's query, and expanded (views, no (S, S) memory). additive: in chunks of
+    query words, each (B, c, S). Returns ĥ (B, S, k) and β (B, S, S), or None for β when `keep_map` is False."""
 
     def __init__(self, hidden_dim, attention):
         super().__init__()
         self.scores = CoAttentionScore(hidden_dim, attention)
 
-    def forward(self, words, attended_regions, word_mask):
-        scores = self.scores(words, attended_regions)                         # (B, S, S) query t, item j
+    def weights(self, words, queries, word_mask):
+        scores = self.scores(words, queries)                                  # (B, c, S) query t, item j
         scores = scores.masked_fill(~word_mask[:, None, :], float("-inf"))    # pads are never attended
-        beta = torch.softmax(scores, dim=-1)                                  # (B, S, S)
-        return beta @ words, beta                                             # (B, S, k), (B, S, S)
+        return torch.softmax(scores, dim=-1)                                  # (B, c, S)
+
+    def forward(self, words, attended_regions, word_mask, keep_map=True):
+        B, S, k = words.shape
+        if self.scores.attention == "concat":
+            beta = self.weights(words, attended_regions[:, :1], word_mask)    # (B, 1, S) the same for every t
+            beta_map = beta.expand(B, S, S) if keep_map else None             # (B, S, S) a view
+            return (beta @ words).expand(B, S, k), beta_map                   # (B, S, k) a view
+        attended = words.new_empty(B, S, k)                                   # (B, S, k) filled chunk by chunk
+        beta_map = words.new_empty(B, S, S) if keep_map else None             # (B, S, S)
+        for part in query_slices(S, B, S, k):
+            beta = self.weights(words, attended_regions[:, part], word_mask)  # (B, c, S)
+            attended[:, part] = beta @ words                                  # (B, c, k)
+            if keep_map:
+                beta_map[:, part] = beta
+        return attended, beta_map
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -263,14 +299,16 @@ class ACN(nn.Module):
             self.emission = nn.Linear(k, config.num_tags)
         self.crf = CRF(config.num_tags, batch_first=True)
 
-    def forward(self, batch):
-        """Emission scores (B, S, T) and the attention maps (None for the text-only model)."""
+    def forward(self, batch, textual_map=True):
+        """Emission scores (B, S, T) and the attention maps (None for the text-only model): "visual" α (B, S, R) and
+        "textual" β (B, S, S), None unless `textual_map` (the additive attention would build it in full)."""
         words = self.text_encoder(batch.word_ids, batch.char_ids, batch.word_mask)       # (B, S, k)
         if not self.config.use_image:
             return self.emission(words), None
         regions = self.region_projection(batch.region_feats)                             # (B, R, k)
         attended_regions, alpha = self.visual_attention(regions, words)                  # (B, S, k), (B, S, R)
-        attended_words, beta = self.textual_attention(words, attended_regions, batch.word_mask)  # (B, S, k)
+        attended_words, beta = self.textual_attention(words, attended_regions, batch.word_mask,
+                                                      textual_map)                       # (B, S, k), (B, S, S)
         multimodal = self.fusion(attended_regions, attended_words)                       # (B, S, k)
         return self.filtration(words, multimodal), {"visual": alpha, "textual": beta}
 
@@ -278,11 +316,11 @@ class ACN(nn.Module):
         """Negative log-likelihood of the gold tags, averaged over the tweets of the batch. A gold tag the model does
         not know (encoded -1) is refused: training on it as if it were another tag would be silent corruption."""
         refuse_unknown_tags(batch)
-        emissions, _ = self(batch)
+        emissions, _ = self(batch, textual_map=False)
         return -self.crf(emissions, batch.tag_ids, mask=batch.word_mask, reduction="mean")
 
     @torch.no_grad()
     def decode(self, batch):
         """Viterbi tag ids for every real token: one list per tweet."""
-        emissions, _ = self(batch)
+        emissions, _ = self(batch, textual_map=False)
         return self.crf.decode(emissions, mask=batch.word_mask)

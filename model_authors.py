@@ -180,7 +180,8 @@ class AuthorsTextualAttention(nn.Module):
     """Image-guided textual attention over all P positions, pads included:
     q_t = Q v̂_t + q,  x_j = X h_j + x,  β_{t,j} = softmax_j(w' · tanh([q_t ; x_j]) + c'),  ĥ_t = Σ_j β_{t,j} x_j
     (a sum of the projected words x_j). The query term cancels in the softmax: β depends neither on t nor on the
-    image."""
+    image. So β is computed once per tweet, from the first position's query (any would do), and expanded: views of
+    (B, P, k) and (B, P, P), memory linear in P."""
 
     def __init__(self, word_dim, hidden_dim):
         super().__init__()
@@ -189,9 +190,11 @@ class AuthorsTextualAttention(nn.Module):
         self.scores = AuthorsConcatScore(hidden_dim, items_first=False)
 
     def forward(self, words, attended_regions):
+        B, P, _ = words.shape
         items = self.items(words)                                                 # (B, P, k)
-        beta = torch.softmax(self.scores(items, self.query(attended_regions)), dim=-1)  # (B, P, P) query t, item j
-        return beta @ items, beta                                                 # (B, P, k), (B, P, P)
+        query = self.query(attended_regions[:, :1])                               # (B, 1, k) its term cancels
+        beta = torch.softmax(self.scores(items, query), dim=-1)                   # (B, 1, P) the same for every t
+        return (beta @ items).expand(B, P, -1), beta.expand(B, P, P)              # (B, P, k), (B, P, P) views
 
 
 class AuthorsFusion(nn.Module):
@@ -323,17 +326,19 @@ class AuthorsACN(nn.Module):
         """Positions per tweet: max_seq_len, or the longest tweet when longer (evaluation scores every token)."""
         return max(self.config.max_seq_len, seq_len)
 
-    def forward(self, batch):
+    def forward(self, batch, textual_map=True):
         """Emissions (B, S, num_tags + 1) and the attention maps, in the Batch layout: row s of tweet b is its real
         token s, pad rows are zero. "visual" α (B, S, R); "textual" β (B, S, S) over the real tokens only, so a
-        row sums to 1 minus the weight the tweet's leading pads received."""
+        row sums to 1 minus the weight the tweet's leading pads received (None unless `textual_map`: it is the one
+        (S, S) tensor here)."""
         lengths = batch.word_mask.sum(dim=1)                                      # (B,)
         S, width = batch.word_ids.size(1), self.width(batch.word_ids.size(1))
         emissions, alpha, beta = self.network(*self.released_inputs(batch.word_ids, batch.char_ids, lengths, width),
                                               batch.region_feats)
-        beta = left_align(beta.transpose(1, 2), lengths, S).transpose(1, 2)      # (B, P, S) items j in Batch layout
+        if textual_map:
+            beta = left_align(beta.transpose(1, 2), lengths, S).transpose(1, 2)  # (B, P, S) items j in Batch layout
         maps = {"visual": left_align(alpha, lengths, S),                         # (B, S, R)
-                "textual": left_align(beta, lengths, S)}                         # (B, S, S)
+                "textual": left_align(beta, lengths, S) if textual_map else None}  # (B, S, S)
         return left_align(emissions, lengths, S), maps
 
     def loss(self, batch):

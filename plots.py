@@ -48,13 +48,30 @@ def attention_figure_size(num_words):
     return 2 * columns * DPI, 2 * rows * DPI
 
 
-def plot_visual_attention(words, alpha, path, image=None):
+def fitted_title(axis, text, renderer):
+    """Set `text` (at most 40 characters of it) as the panel's title, cut with "…" until it is no wider than the
+    panel, so that it stays inside the figure and clear of its neighbours."""
+    fig = axis.figure
+    width = axis.get_position().width * fig.bbox.width  # the panel's box; its image is centred in it
+    text = text[:40]
+    title = axis.set_title(text, fontsize=9)
+    kept = len(text)
+    while kept > 1 and title.get_window_extent(renderer).width > width:
+        kept -= 1
+        title.set_text(text[:kept] + "…")
+    return title
+
+
+def attention_figure(words, alpha, image=None):
     """One 7 x 7 panel per word: that word's attention over the image regions (row-major, as VGG16's pool5 grid),
-    drawn over the image when it is given (a PIL image), else on its own. Panels are 2 x 2 inches."""
+    drawn over the image when it is given (a PIL image), else on its own, titled with the word. Panels are 2 x 2
+    inches: a matplotlib figure of attention_figure_size(len(words)) pixels."""
     plt = _pyplot()
     width, height = attention_figure_size(len(words))
     columns, rows = width // (2 * DPI), height // (2 * DPI)
     fig, axes = plt.subplots(rows, columns, figsize=(width / DPI, height / DPI), dpi=DPI, squeeze=False)
+    fig.subplots_adjust(left=0.02, right=0.98, top=0.9, bottom=0.02, wspace=0.1, hspace=0.25)
+    renderer = fig.canvas.get_renderer()
     backdrop = np.asarray(image.convert("RGB").resize((224, 224))) if image is not None else None
     for i, axis in enumerate(axes.flat):
         axis.axis("off")
@@ -66,8 +83,13 @@ def plot_visual_attention(words, alpha, path, image=None):
             axis.imshow(grid, cmap="jet", alpha=0.5, extent=(0, 224, 224, 0), interpolation="bilinear")
         else:
             axis.imshow(grid, cmap="viridis", interpolation="nearest")
-        axis.set_title(words[i][:20], fontsize=9)
-    fig.subplots_adjust(left=0.02, right=0.98, top=0.9, bottom=0.02, wspace=0.1, hspace=0.25)
+        fitted_title(axis, words[i], renderer)
+    return fig
+
+
+def plot_visual_attention(words, alpha, path, image=None):
+    """attention_figure, saved as a PNG at `path`."""
+    fig = attention_figure(words, alpha, image)
     with atomic_path(path) as tmp_path:
         fig.savefig(tmp_path, format="png", dpi=DPI)
-    plt.close(fig)
+    _pyplot().close(fig)

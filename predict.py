@@ -4,6 +4,7 @@ the visual attention.
 Raw tweets are tokenised keeping character offsets (raw_tweets.py); their images go through the same VGG16 pipeline
 that made the run's training features, rebuilt from the provenance record its config.json carries (vgg.py).
 """
+import hashlib
 import logging
 import os
 import re
@@ -24,23 +25,57 @@ logger = logging.getLogger(__name__)
 
 def tag_file(model, vocab, device, split, features, output, run, *, batch_size, progress, attention_limit, img_dir):
     """Tag the tweets of `split` (an IMGID-CoNLL file) into `output`; score them too when every token came with a
-    tag (`<output>.metrics.json`). `attention_limit` > 0 draws the attention of that many tweets into the run."""
+    tag (`<output>.metrics.json`). `attention_limit` > 0 draws the attention of that many tweets into the run. A
+    tweet that cannot be tagged (memory ran out) is reported with its line and left out; the exit code is then 2."""
+    refuse_attention_of_text_only(model, attention_limit, run)
     split.examples = data.encode_tweets(split.tweets, vocab, model.config.max_word_len, features)
+    failed = []
     predicted = trainer.predict(model, split.examples, len(split.tweets), vocab, features, batch_size, device,
-                                progress)
+                                progress, failed)
+    errors = [untagged(f"{split.path}:{split.tweets[index].line}", len(split.tweets[index].tokens))
+              for index in sorted(failed)]
+    tweets = [tweet for tweet, tags in zip(split.tweets, predicted) if tags is not None]
+    predicted = [tags for tags in predicted if tags is not None]
     has_gold = split.stats.missing_tags == 0
-    trainer.write_predictions(output, split.tweets, predicted, with_gold=has_gold)
+    trainer.write_predictions(output, tweets, predicted, with_gold=has_gold)
     no_feature = sum(1 for img_id in split.img_ids if features is not None and img_id not in features.row_of)
     logger.info("Tagged %d tweets (%d tokens) of %s -> %s; %d tweets had no image feature (zero feature used)",
-                len(split.tweets), split.stats.tokens, split.path, output, no_feature)
+                len(tweets), sum(len(tweet.tokens) for tweet in tweets), split.path, output, no_feature)
     if has_gold:
-        result = trainer.score([t.tags for t in split.tweets], predicted)
+        result = trainer.score([t.tags for t in tweets], predicted)
         logger.info("\n%s", trainer.format_metrics(os.path.basename(split.path), result))
         utils.atomic_write_json(output + ".metrics.json", result)
     if attention_limit and features is not None:
+        split.examples = [example for example in split.examples if example.index not in failed]
         save_attention_maps(model, split, features, device, run.file("attention"), attention_limit,
                             lambda tweet: images.find_image(img_dir, tweet.img_id))
-    return 0
+    return report_skipped(errors, split.path, len(tweets), "tweet")
+
+
+def refuse_attention_of_text_only(model, attention_limit, run):
+    """--save_attention with a text-only checkpoint: there is no visual attention to draw."""
+    if attention_limit and not model.config.use_image:
+        raise trainer.CheckpointError(f"--save_attention: {run.checkpoint_path} is a text-only model (trained with "
+                                      f"--no_img), which has no visual attention to draw. Drop --save_attention.")
+
+
+def untagged(where, num_tokens):
+    """The message for a tweet the model ran out of memory on."""
+    return (f"{where}: this tweet of {num_tokens:,} tokens could not be tagged: memory ran out. Split it into "
+            f"shorter tweets, or tag it on a machine with more memory.")
+
+
+def report_skipped(errors, source, tagged, unit):
+    """Print each error and how many `unit`s (lines, tweets) of the file `source` (None: --text) were skipped;
+    the exit code: 2 if any."""
+    for message in errors:
+        print(f"error: {message}", file=sys.stderr)
+    if errors and source is not None:
+        skipped = len(errors)
+        print(f"error: {skipped} {unit}{'s' * (skipped != 1)} of {source} {'was' if skipped == 1 else 'were'} "
+              f"skipped (above); the other {tagged} tweet{'s' * (tagged != 1)} {'was' if tagged == 1 else 'were'} "
+              f"tagged", file=sys.stderr)
+    return 2 if errors else 0
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -92,8 +127,10 @@ def tag_raw_tweets(model, vocab, device, run, make_extractor, *, pred_file, text
     """Tag raw tweets (the JSONL `pred_file`, or the one tweet `text` with its `image`): tokenise them keeping
     character offsets, extract their images' features with `make_extractor()` (called only when some tweet has
     an image), and write one JSON line per tweet to `output` (for `text` without `output`: standard output). Bad
-    lines are reported with their line and skipped; the others are still tagged, and the exit code is 2."""
+    lines, and tweets that cannot be tagged (memory ran out), are reported with their line and skipped; the others
+    are still tagged, and the exit code is 2."""
     import raw_tweets  # here, not at the top: nltk's import costs ~1.3 s that training and evaluation never need
+    refuse_attention_of_text_only(model, attention_limit, run)
     if text is not None:
         records, errors = [raw_tweets.record_from_text(text, image)], []
     else:
@@ -104,43 +141,54 @@ def tag_raw_tweets(model, vocab, device, run, make_extractor, *, pred_file, text
         needs_images = any(record.image is not None for record in records)
         features, problems = raw_features(records, make_extractor() if needs_images else None)
     split.examples = data.encode_tweets(split.tweets, vocab, model.config.max_word_len, features)
+    failed = []
     predicted = trainer.predict(model, split.examples, len(split.tweets), vocab, features, batch_size, device,
-                                progress)
+                                progress, failed)
+    errors += [untagged(f"{pred_file}:{records[index].line}" if text is None else "--text",
+                        len(records[index].tokens)) for index in sorted(failed)]
     outputs = [raw_tweets.output_record(record, tags, features is not None and record.id in features.row_of,
-                                        problems.get(record.id) if model.config.use_image else
-                                        "the model is text-only (trained with --no_img)")
-               for record, tags in zip(records, predicted, strict=True)]
-    formatted = raw_tweets.format_jsonl(outputs)
+                                        problems.get(record.id), text_only=not model.config.use_image)
+               for record, tags in zip(records, predicted, strict=True) if tags is not None]
     if text is not None and not output:
-        print(formatted, end="")
+        print(raw_tweets.format_jsonl(outputs), end="")
     else:
         output = output or run.file(os.path.basename(pred_file) + ".predicted.jsonl")
-        utils.atomic_write_text(output, formatted)
-        logger.info("Tagged %d tweets of %s -> %s; %d used their image, %d the zero feature", len(records),
-                    split.path, output, sum(o["image_feature"] == "image" for o in outputs),
-                    sum(o["image_feature"] == "zero" for o in outputs))
+        utils.atomic_write_text(output, raw_tweets.format_jsonl(outputs))
+        log_raw_outputs(outputs, split.path, output)
     if attention_limit and features is not None:
         image_of = {record.id: record.image for record in records}
+        split.examples = [example for example in split.examples if example.index not in failed]
         save_attention_maps(model, split, features, device, run.file("attention"), attention_limit,
                             lambda tweet: image_of[tweet.img_id])
-    for message in errors:
-        print(f"error: {message}", file=sys.stderr)
-    if errors:
-        print(f"error: {len(errors)} lines of {pred_file} were skipped (above); the other {len(records)} "
-              f"tweets were tagged", file=sys.stderr)
-    return 2 if errors else 0
+    return report_skipped(errors, pred_file, len(outputs), "line")
+
+
+def log_raw_outputs(outputs, source, output):
+    """One log line: how many tweets were written, and how many used their image."""
+    images_used = sum(o["image_feature"] == "image" for o in outputs)
+    zero = sum(o["image_feature"] == "zero" for o in outputs)
+    logger.info("Tagged %d tweets of %s -> %s; %s", len(outputs), source, output,
+                f"{images_used} used their image, {zero} the zero feature" if images_used + zero == len(outputs)
+                else "a text-only model: no image was read")
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # Attention maps
 
 SAFE_NAME = re.compile(r"[^A-Za-z0-9_.-]")
+MAX_NAME = 200  # bytes: file systems allow 255, and utils.atomic_path's temporary name adds 14 to it
 
 
 def attention_file_name(index, img_id):
     """`<index>_<img_id>.png` with every character of the id outside [A-Za-z0-9_.-] replaced by `_` (an id from a
-    data file never becomes a path: no `/`, no `..`)."""
-    return f"{index}_{SAFE_NAME.sub('_', img_id).lstrip('.')}.png"
+    data file never becomes a path: no `/`, no `..`). An id too long for a file name is cut, and 12 hex digits of
+    its sha256 are added (`<index>_<start of the id>-<hash>.png`), so that the name still tells ids apart."""
+    safe = SAFE_NAME.sub("_", img_id).lstrip(".")  # ASCII only: a character is a byte
+    name = f"{index}_{safe}.png"
+    if len(name) <= MAX_NAME:
+        return name
+    digest = hashlib.sha256(img_id.encode("utf-8", "surrogatepass")).hexdigest()[:12]
+    return f"{index}_{safe[:MAX_NAME - len(f'{index}_-{digest}.png')]}-{digest}.png"
 
 
 def attention_backdrop(path):
@@ -155,6 +203,11 @@ def attention_backdrop(path):
         return None
 
 
+def concat_title(num_words):
+    """The title of a concat attention map: one map serves every word of the tweet."""
+    return f"all {num_words} words (concat)"
+
+
 def save_attention_maps(model, split, features, device, folder, limit, image_path_of):
     """<folder>/<n>_<img_id>.png for the first `limit` tweets of the split: one map per word with the additive
     attention; with concat, where every word of a tweet gets the same map, one map per tweet."""
@@ -163,13 +216,12 @@ def save_attention_maps(model, split, features, device, folder, limit, image_pat
     for example in split.examples[:limit]:
         tweet = split.tweets[example.index]
         with torch.no_grad():
-            _, maps = model(data.collate([example], features).to(device))
+            _, maps = model(data.collate([example], features).to(device), textual_map=False)
         alpha = maps["visual"][0].cpu()                                          # (S, 49)
         image = attention_backdrop(image_path_of(tweet))
         path = os.path.join(folder, attention_file_name(example.index, tweet.img_id))
         if per_word:
             plots.plot_visual_attention(tweet.tokens, alpha, path, image)
         else:
-            plots.plot_visual_attention([f"every word ({len(tweet.tokens)}): concat attention is one map per tweet"],
-                                        alpha[:1], path, image)
+            plots.plot_visual_attention([concat_title(len(tweet.tokens))], alpha[:1], path, image)
     logger.info("Wrote %d attention maps to %s", min(len(split.examples), limit), folder)

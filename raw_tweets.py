@@ -22,6 +22,7 @@ import html.entities
 import json
 import os
 import re
+import sys
 from dataclasses import dataclass
 
 from nltk.tokenize import TweetTokenizer
@@ -138,6 +139,12 @@ def _parse_line(raw_line, first):
     except json.JSONDecodeError as exc:
         raise BadLine(f"not valid JSON ({exc.msg} at column {exc.colno}). Each line must be one JSON object such "
                       f"as {EXAMPLE_LINE}.") from None
+    except RecursionError:
+        raise BadLine(f"arrays or objects nested too deeply to read. Each line must be one JSON object such as "
+                      f"{EXAMPLE_LINE}.") from None
+    except ValueError:  # the only other error json raises: an integer longer than Python converts
+        raise BadLine(f"a number of more than {sys.get_int_max_str_digits():,} digits, more than Python reads. "
+                      f"Write it as a string (an `id` in quotes).") from None
     if not isinstance(value, dict):
         raise BadLine(f"a JSON {JSON_TYPES[type(value)]}, not an object. Each line must be one JSON object such "
                       f"as {EXAMPLE_LINE}.")
@@ -155,7 +162,26 @@ def _parse_line(raw_line, first):
     elif record_id is not None and (not isinstance(record_id, str) or not record_id.strip()):
         raise BadLine(f"`id` must be a non-empty string or an integer, or left out (the line number is used); "
                       f"got {json.dumps(record_id)}.")
+    for key, string in (("text", text), ("image", image), ("id", record_id)):
+        position = lone_surrogate(string)
+        if position is not None:
+            raise BadLine(f"`{key}` holds a lone surrogate, \\u{ord(string[position]):04x} at character {position}: "
+                          f"half of a UTF-16 pair escaped without its other half, which is no character and cannot "
+                          f"be written out. Escape the whole pair, or write the character itself.")
     return record_id, text, image
+
+
+def lone_surrogate(string):
+    """The position of the first character of `string` (None or a str) that UTF-8 cannot hold: a lone surrogate,
+    U+D800..U+DFFF, as a JSON escape such as "\\ud800" or a command-line byte that was not UTF-8 gives. None when
+    there is none."""
+    if string is None:
+        return None
+    try:
+        string.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return exc.start
+    return None
 
 
 def read_jsonl(path):
@@ -209,7 +235,16 @@ def read_jsonl(path):
 
 def record_from_text(text, image=None, record_id="1"):
     """The tweet of `--text "..." --image photo.jpg` (the image path is taken as given, relative to the current
-    folder)."""
+    folder). Raises DataError when either holds bytes that are not UTF-8 (Python keeps such a byte of the command
+    line as a lone surrogate, U+DC80..U+DCFF, which no output can hold)."""
+    for flag, string, advice in (("--text", text, "Give the text in UTF-8 (the terminal's or the script's encoding)"),
+                                 ("--image", image, "Rename the file so that its name is UTF-8")):
+        position = lone_surrogate(string)
+        if position is not None:
+            code = ord(string[position])
+            what = f"byte {code - 0xDC00:#04x}" if 0xDC80 <= code <= 0xDCFF else f"the lone surrogate U+{code:04X}"
+            raise DataError(f"{flag}: {what} at character {position} is not UTF-8, which the output must be. "
+                            f"{advice}.")
     return RawTweet(record_id, text, image, tokenize(text), 0)
 
 
@@ -236,17 +271,24 @@ def entities_from_tags(text, token_spans, tags):
     return entities
 
 
-def output_record(record, tags, has_image_feature, image_problem=None):
+TEXT_ONLY = "the model is text-only (trained with --no_img): it reads no image"
+
+
+def output_record(record, tags, has_image_feature, image_problem=None, text_only=False):
     """The prediction for one RawTweet as a JSON-ready dict: id, text, image, tokens, spans ([start, end] of each
-    token), tags, entities, and `image_feature`: "image" (the image's features were used) or "zero" (the zero
+    token), tags, entities, and `image_feature`: "image" (the image's features were used), "zero" (the zero
     feature), with `zero_feature_reason` saying why: no image given, or the image could not be used
-    (`image_problem`, required then, says what went wrong)."""
+    (`image_problem`, required then, says what went wrong); or "none" for a `text_only` model, which reads no
+    image (the reason says so)."""
     if len(tags) != len(record.tokens):
         raise ValueError(f"tweet {record.id!r}: {len(tags)} tags for {len(record.tokens)} tokens")
-    if has_image_feature and record.image is None:
-        raise ValueError(f"tweet {record.id!r} has no image, so it cannot have used an image feature")
+    if has_image_feature and (record.image is None or text_only):
+        raise ValueError(f"tweet {record.id!r} has no image or the model is text-only, so it cannot have used an "
+                         f"image feature")
     if has_image_feature:
         reason = None
+    elif text_only:
+        reason = TEXT_ONLY
     elif record.image is None:
         reason = "no image given"
     elif image_problem:
@@ -258,10 +300,16 @@ def output_record(record, tags, has_image_feature, image_problem=None):
             "spans": [[start, end] for _, start, end in record.tokens],
             "tags": list(tags),
             "entities": entities_from_tags(record.text, record.tokens, tags),
-            "image_feature": "image" if has_image_feature else "zero",
+            "image_feature": "image" if has_image_feature else "none" if text_only else "zero",
             "zero_feature_reason": reason}
 
 
+# Characters that some readers take for the end of a line (Python's str.splitlines, JavaScript's line terminators)
+# though JSON lets them stand in a string: written as \u escapes, every reader sees one record per line.
+LINE_BREAKS = str.maketrans({"\u0085": "\\u0085", "\u2028": "\\u2028", "\u2029": "\\u2029"})
+
+
 def format_jsonl(outputs):
-    """Output records as JSONL text, one object per line, characters as they are (not \\u escapes)."""
-    return "".join(json.dumps(output, ensure_ascii=False) + "\n" for output in outputs)
+    """Output records as JSONL text, one object per line, characters as they are (not \\u escapes) except U+0085,
+    U+2028 and U+2029, which are escaped (json already escapes every other line break)."""
+    return "".join(json.dumps(output, ensure_ascii=False).translate(LINE_BREAKS) + "\n" for output in outputs)

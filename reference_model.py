@@ -28,7 +28,7 @@ def literal_coattention(visual_attention, textual_attention, regions, words, wor
 class LiteralACN(ACN):
     """ACN whose co-attention is computed by literal_coattention (same parameters, same results, slower)."""
 
-    def forward(self, batch):
+    def forward(self, batch, textual_map=True):  # the literal β is (B, S, S) whatever `textual_map` says
         words = self.text_encoder(batch.word_ids, batch.char_ids, batch.word_mask)
         regions = self.region_projection(batch.region_feats)
         attended_regions, alpha, attended_words, beta = literal_coattention(

@@ -10,7 +10,7 @@ from seqeval.metrics import classification_report, f1_score, precision_score, re
 from seqeval.metrics.sequence_labeling import get_entities
 from tqdm import tqdm
 
-from data_loader import Vocab, batches, num_batches
+from data_loader import Vocab, batches, collate, num_batches
 from model import ACN, ModelConfig
 from model_authors import AuthorsACN
 from utils import atomic_torch_save, atomic_write_text, not_a_file
@@ -93,15 +93,46 @@ def progress_bar(iterable, progress, **options):
     return tqdm(iterable, disable=None if progress else True, **options)
 
 
-def predict(model, examples, num_tweets, vocab, features, batch_size, device, progress=True):
-    """Predicted tags (strings) for every tweet of a file, in file order; [] for a tweet with no tokens."""
+def out_of_memory(exc):
+    """Whether `exc` says that memory ran out: Python's MemoryError, torch's CPU allocator ("not enough memory") or
+    CUDA's ("out of memory", torch.cuda.OutOfMemoryError)."""
+    return isinstance(exc, MemoryError) or (isinstance(exc, RuntimeError) and
+                                            ("not enough memory" in str(exc) or "out of memory" in str(exc)))
+
+
+def decode_or_none(model, batch, device):
+    """The model's tag ids for `batch`, or None when memory ran out (any other error is raised). It returns before
+    anything is tried again: inside the except block the failed frames, and their tensors, are still held."""
+    try:
+        return model.decode(batch.to(device))
+    except (MemoryError, RuntimeError) as exc:
+        if not out_of_memory(exc):
+            raise
+    if torch.device(device).type == "cuda":
+        torch.cuda.empty_cache()
+    return None
+
+
+def predict(model, examples, num_tweets, vocab, features, batch_size, device, progress=True, failures=None):
+    """Predicted tags (strings) for every tweet of a file, in file order; [] for a tweet with no tokens.
+
+    With a `failures` list (tagging a file), a batch that runs out of memory is tagged again tweet by tweet, and a
+    tweet that does not fit alone gets None and its index is appended to `failures`. Without one (scoring, which
+    needs every tweet), running out of memory is raised."""
     model.eval()
     predictions = [[] for _ in range(num_tweets)]
+    example_of = {example.index: example for example in examples}
     stream = batches(examples, batch_size, features, by_length=True)
     for batch in progress_bar(stream, progress, total=num_batches(examples, batch_size), desc="Evaluating",
                               leave=False):
-        for index, tag_ids in zip(batch.indices, model.decode(batch.to(device))):
-            predictions[index] = [vocab.tags[t] for t in tag_ids]
+        tagged = model.decode(batch.to(device)) if failures is None else decode_or_none(model, batch, device)
+        if tagged is None and len(batch.indices) > 1:  # one tweet at a time: only the ones that do not fit fail
+            tagged = [(decode_or_none(model, collate([example_of[index]], features), device) or [None])[0]
+                      for index in batch.indices]
+        for index, tag_ids in zip(batch.indices, tagged or [None]):
+            if tag_ids is None:
+                failures.append(index)
+            predictions[index] = None if tag_ids is None else [vocab.tags[t] for t in tag_ids]
     return predictions
 
 

@@ -12,6 +12,8 @@ for variable in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 import pytest  # noqa: E402
 import torch  # noqa: E402
 from PIL import Image  # noqa: E402
+from torch.utils._pytree import tree_flatten  # noqa: E402
+from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
 torch.set_num_threads(1)
 torch.set_num_interop_threads(1)
@@ -109,6 +111,25 @@ def random_examples(lengths, word_len=6, seed=0, num_words=30, num_chars=20, num
                                      torch.randint(0, num_tags, (n,), generator=generator), i + 1))
     regions = [torch.zeros(49, 512)] + [torch.rand(49, 512, generator=generator) for _ in lengths]
     return examples, image_features.FeatureTable(regions, {}, [])
+
+
+class TensorSizeLimit(TorchDispatchMode):
+    """Inside `with TensorSizeLimit(max_bytes):` every tensor an operation makes must hold at most `max_bytes` of
+    storage (a view or an expand makes none); the first larger one fails at once, before a quadratic model can
+    go on to take gigabytes. `largest` is the largest storage seen."""
+
+    def __init__(self, max_bytes):
+        super().__init__()
+        self.max_bytes, self.largest = max_bytes, 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for tensor in tree_flatten(out)[0]:
+            if isinstance(tensor, torch.Tensor):
+                size = tensor.untyped_storage().nbytes()
+                self.largest = max(self.largest, size)
+                assert size <= self.max_bytes, f"{func} made a {tuple(tensor.shape)} tensor of {size:,} bytes"
+        return out
 
 
 def train_on_batch(model, batch, learning_rate, steps=30):

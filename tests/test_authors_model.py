@@ -6,7 +6,7 @@ import pytest
 import torch
 
 import data_loader as data
-from conftest import random_examples, train_on_batch
+from conftest import TensorSizeLimit, random_examples, train_on_batch
 from model import ACN, ModelConfig
 from model_authors import AuthorsACN, KerasBiLSTM, hard_sigmoid, left_align, right_align, theano_same_padding
 from trainer import build_model
@@ -180,6 +180,41 @@ def test_attention_maps_in_the_batch_layout_and_the_same_for_every_word():
     torch.testing.assert_close(alpha[0, 0], alpha[0, 9])
     torch.testing.assert_close(beta[0, 0], beta[0, 9])
     torch.testing.assert_close(u[0, 0], u[0, 9])
+
+
+def test_the_textual_attention_is_one_vector_per_tweet_as_the_released_formula():
+    """β computed once per tweet gives what the released (B, P, P) formula gives, maps and emissions, on a tweet of
+    300 words (P = 300) batched with a short one."""
+    torch.manual_seed(0)
+    model = AuthorsACN(small_config()).eval()
+    batch = make_batch([300, 7])
+    attention = model.textual_attention
+
+    def released(words, attended_regions):  # every (query t, item j) pair, as multimodal_ner.py builds them
+        items = attention.items(words)                                            # (B, P, k)
+        beta = torch.softmax(attention.scores(items, attention.query(attended_regions)), dim=-1)  # (B, P, P)
+        return beta @ items, beta
+
+    with torch.no_grad():
+        emissions, maps = model(batch)
+        attention.forward = released
+        released_emissions, released_maps = model(batch)
+    torch.testing.assert_close(emissions, released_emissions, rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(maps["textual"], released_maps["textual"], rtol=1e-5, atol=1e-6)
+
+
+def test_memory_of_a_long_tweet_grows_linearly(monkeypatch):
+    """A tweet of 20,000 words: no tensor of the forward pass grows with P * P (one (P, P) float tensor is 1.6 GB).
+    The BiLSTMs, linear in P by construction, are replaced by a linear map of their output width: their Python
+    loop over positions is slow under the size check."""
+    monkeypatch.setattr(KerasBiLSTM, "forward", lambda self, x: x @ self.input_kernel[0, :, :2 * self.units])
+    model = AuthorsACN(small_config()).eval()
+    length = 20_000
+    batch = make_batch([length])
+    with torch.no_grad(), TensorSizeLimit(max_bytes=256 * 4 * length) as limit:  # P * P floats: P / 256 times more
+        emissions, maps = model(batch, textual_map=False)
+    assert emissions.shape == (1, length, NUM_TAGS + 1) and maps["textual"] is None
+    assert limit.largest >= 49 * 4 * length  # α, (P, 49), was seen
 
 
 @pytest.mark.parametrize("architecture", ["authors", "paper"])

@@ -5,10 +5,11 @@ import torch
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 import data_loader as data
+import model as model_module
 import trainer
 from model import ACN, CharCNN, ModelConfig, reverse_each
 from trainer import build_model
-from conftest import random_examples, train_on_batch
+from conftest import TensorSizeLimit, random_examples, train_on_batch
 from reference_model import LiteralACN, literal_coattention
 
 
@@ -49,6 +50,51 @@ def test_factored_and_literal_models_give_same_loss_and_gradients():
     torch.testing.assert_close(loss_f, loss_l, rtol=1e-5, atol=1e-5)
     for (name, p_f), p_l in zip(factored.named_parameters(), literal.parameters()):
         torch.testing.assert_close(p_f.grad, p_l.grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_long_tweets_match_the_literal_formulation():
+    """The textual attention computed as one vector per tweet (concat) gives the literal (S, S) formulation's
+    emissions and maps, on a tweet of 300 words batched with a short one."""
+    torch.manual_seed(0)
+    factored, literal = ACN(config()).eval(), LiteralACN(config()).eval()
+    literal.load_state_dict(factored.state_dict())
+    examples, features = random_batch([300, 7])
+    batch = data.collate(examples, features)
+    with torch.no_grad():
+        (emissions, maps), (ref_emissions, ref_maps) = factored(batch), literal(batch)
+    torch.testing.assert_close(emissions, ref_emissions, rtol=1e-5, atol=1e-5)
+    for name in ("visual", "textual"):
+        torch.testing.assert_close(maps[name], ref_maps[name], rtol=1e-5, atol=1e-6)
+    assert factored.decode(batch) == literal.decode(batch)
+
+
+@pytest.mark.parametrize("attention, length", [("concat", 20_000), ("additive", 2_000)])
+def test_memory_of_a_long_tweet_grows_linearly(attention, length, monkeypatch):
+    """Prediction accepts tweets of any length: no tensor of the forward pass grows with S * S (20,000 words: 1.6 GB
+    for one (S, S) float tensor; the CRF after it is linear). concat: the textual attention is one vector per
+    tweet; additive: chunks of query words, whose tensors hold at most ADDITIVE_CHUNK_ELEMENTS (made small here so
+    that chunks show at 2,000 words)."""
+    monkeypatch.setattr(model_module, "ADDITIVE_CHUNK_ELEMENTS", 2 ** 18)
+    torch.manual_seed(0)
+    model = ACN(config(attention=attention)).eval()
+    batch = data.collate(*random_batch([length]))
+    with torch.no_grad(), TensorSizeLimit(max_bytes=256 * 4 * length) as limit:  # S * S floats: S / 256 times more
+        emissions, maps = model(batch, textual_map=False)
+    assert emissions.shape == (1, length, 5) and limit.largest >= 49 * 4 * length  # α, (S, 49), was seen
+
+
+def test_additive_attention_in_chunks_equals_in_one_piece(monkeypatch):
+    torch.manual_seed(0)
+    model = ACN(config(attention="additive")).eval()
+    batch = data.collate(*random_batch([9, 4]))
+    with torch.no_grad():
+        emissions, maps = model(batch)
+        monkeypatch.setattr(model_module, "ADDITIVE_CHUNK_ELEMENTS", 1)  # one query word per chunk
+        chunked_emissions, chunked_maps = model(batch)
+    torch.testing.assert_close(chunked_emissions, emissions)
+    for name in ("visual", "textual"):
+        torch.testing.assert_close(chunked_maps[name], maps[name])
+    assert model(batch, textual_map=False)[1]["textual"] is None
 
 
 @pytest.mark.parametrize("use_image, attention", [(True, "concat"), (True, "additive"), (False, "concat")])

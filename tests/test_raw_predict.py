@@ -9,6 +9,8 @@ from PIL import Image
 import image_features
 import downloads
 import main
+import model
+import raw_tweets
 import vgg
 from conftest import run_main
 
@@ -166,3 +168,89 @@ def test_offline_without_the_weights_names_the_flag(trained, capsys):
     Image.new("RGB", (64, 64)).save(tmp_path / "x.jpg")
     assert predict(tmp_path, data_dir, "--text", "Obama", "--image", str(tmp_path / "x.jpg")) == 2
     assert "pass --vgg_weights PATH to vgg16.pth" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# One line that cannot be tagged fails alone
+
+def runs_out_of_memory_above(monkeypatch, tokens, error):
+    """Decoding a batch that holds a tweet of more than `tokens` tokens raises `error`, as a 1 MB line made torch's
+    allocator do ("tried to allocate 102400000000 bytes")."""
+    real_decode = model.ACN.decode
+
+    def decode(self, batch):
+        if batch.word_mask.sum(dim=1).max() > tokens:
+            raise error
+        return real_decode(self, batch)
+    monkeypatch.setattr(model.ACN, "decode", decode)
+
+
+@pytest.mark.parametrize("error", [
+    RuntimeError("[enforce fail at alloc_cpu.cpp:117] data. DefaultCPUAllocator: not enough memory: you tried to "
+                 "allocate 102400000000 bytes."),
+    MemoryError()], ids=["torch", "python"])
+def test_a_tweet_that_runs_out_of_memory_fails_alone(trained, monkeypatch, capsys, error):
+    tmp_path, data_dir, _ = trained
+    runs_out_of_memory_above(monkeypatch, 100, error)
+    lines = [{"id": "a", "text": "Messi in Paris"}, {"id": "huge", "text": "Obama " * 5_000},
+             {"id": "c", "text": "Boston City"}]
+    path = write_jsonl(tmp_path / "tweets.jsonl", lines)
+    assert predict(tmp_path, data_dir, "--pred_file", str(path)) == 2  # the three tweets are one batch
+    err = capsys.readouterr().err
+    assert (f"{path}:2: this tweet of 5,000 tokens could not be tagged: memory ran out. Split it into shorter "
+            f"tweets, or tag it on a machine with more memory.") in err
+    assert f"1 line of {path} was skipped (above); the other 2 tweets were tagged" in err
+    written = (tmp_path / "model" / "tweets.jsonl.predicted.jsonl").read_text(encoding="utf-8").splitlines()
+    assert [json.loads(line)["id"] for line in written] == ["a", "c"]
+    assert predict(tmp_path, data_dir, "--text", "Obama " * 200) == 2
+    assert "--text: this tweet of 200 tokens could not be tagged" in capsys.readouterr().err
+
+
+def test_other_errors_of_the_model_are_not_taken_for_memory(trained, monkeypatch):
+    tmp_path, data_dir, _ = trained
+    runs_out_of_memory_above(monkeypatch, 0, RuntimeError("mat1 and mat2 shapes cannot be multiplied"))
+    path = write_jsonl(tmp_path / "tweets.jsonl", [{"text": "Messi in Paris"}])
+    with pytest.raises(RuntimeError, match="shapes cannot be multiplied"):
+        predict(tmp_path, data_dir, "--pred_file", str(path))
+
+
+def test_text_that_cannot_be_written_is_one_bad_line(trained, capsys):
+    """A lone surrogate used to tag every line and then fail writing them all; U+2028 and co. are escaped."""
+    tmp_path, data_dir, _ = trained
+    path = tmp_path / "tweets.jsonl"
+    path.write_text('{"id": "a", "text": "Messi\\u2028in Paris\\u0085"}\n{"id": "b", "text": "half \\ud800"}\n'
+                    '{"id": "c", "text": "Boston"}\n', encoding="utf-8")
+    assert predict(tmp_path, data_dir, "--pred_file", str(path)) == 2
+    assert f"{path}:2: `text` holds a lone surrogate" in capsys.readouterr().err
+    written = (tmp_path / "model" / "tweets.jsonl.predicted.jsonl").read_text(encoding="utf-8")
+    assert [json.loads(line)["text"] for line in written.splitlines()] == ["Messi\u2028in Paris\u0085", "Boston"]
+    output = tmp_path / "one.jsonl"
+    for flags in ([], ["--pred_output", str(output)]):
+        assert predict(tmp_path, data_dir, "--text", "caf\udce9 in Paris", *flags) == 2  # argv byte 0xe9 (Latin-1)
+        captured = capsys.readouterr()
+        assert captured.out == "" and "--text: byte 0xe9 at character 3 is not UTF-8" in captured.err
+    assert not output.exists()
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Text-only models and attention maps
+
+def test_text_only_model_says_so_and_refuses_attention_maps(tmp_path, tiny_data, capsys):
+    data_dir, _ = tiny_data
+    assert run_main(tmp_path, data_dir, "--do_train", "--num_train_epochs", "1", "--no_img") == 0
+    assert predict(tmp_path, data_dir, "--text", "Messi in Paris") == 0
+    result = json.loads(capsys.readouterr().out)
+    assert (result["image_feature"], result["zero_feature_reason"]) == ("none", raw_tweets.TEXT_ONLY)
+    checkpoint = tmp_path / "model" / "model.pt"
+    for given in (["--text", "Messi in Paris"], ["--pred_file", str(data_dir / "test")]):
+        assert predict(tmp_path, data_dir, *given, "--save_attention") == 2
+        assert capsys.readouterr().err == (f"error: --save_attention: {checkpoint} is a text-only model (trained "
+                                           f"with --no_img), which has no visual attention to draw. Drop "
+                                           f"--save_attention.\n")
+
+
+def test_text_flag_draws_the_attention_of_an_image_model(trained, capsys):
+    tmp_path, data_dir, _ = trained
+    assert predict(tmp_path, data_dir, "--text", "Messi in Paris", "--save_attention") == 0
+    assert json.loads(capsys.readouterr().out)["tokens"] == ["Messi", "in", "Paris"]
+    assert [p.name for p in (tmp_path / "model" / "attention").iterdir()] == ["0_1.png"]

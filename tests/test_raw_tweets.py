@@ -1,6 +1,7 @@
 """raw_tweets: tokens with character offsets, the JSONL reader, entities and output records for raw tweets."""
 import json
 import os
+import re
 
 import pytest
 from nltk.tokenize import TweetTokenizer
@@ -162,6 +163,13 @@ def test_output_record_says_which_image_feature_was_used():
     assert output_record(no_image, [], False)["entities"] == []
 
 
+def test_output_record_of_a_text_only_model_says_so():
+    for image in (None, "/img/7.jpg"):
+        out = output_record(RawTweet("7", "Messi", image, tokenize("Messi"), 1), ["B-PER"], False, text_only=True)
+        assert (out["image_feature"], out["zero_feature_reason"]) == ("none", raw_tweets.TEXT_ONLY)
+        assert "text-only" in raw_tweets.TEXT_ONLY
+
+
 def test_output_record_refuses_contradictions():
     record = RawTweet("7", "Messi", None, tokenize("Messi"), 1)
     with pytest.raises(ValueError, match="no image"):
@@ -178,6 +186,17 @@ def test_format_jsonl_writes_one_object_per_line_with_characters_as_they_are():
     text = raw_tweets.format_jsonl(outputs)
     assert "Zürich 😂" in text and text.count("\n") == 2
     assert [json.loads(line) for line in text.split("\n")[:2]] == outputs
+
+
+def test_format_jsonl_escapes_what_readers_take_for_line_breaks():
+    """U+0085, U+2028 and U+2029 may stand raw in a JSON string, but str.splitlines (and JavaScript) end a line
+    there: escaped, every reader sees one record per line, and the text reads back the same."""
+    texts = ["a\u2028b", "c\u2029d", "e\u0085f", "g\x0bh\x0ci\x1cj"]
+    outputs = [output_record(raw_tweets.record_from_text(text), ["O"] * len(tokenize(text)), False) for text in texts]
+    written = raw_tweets.format_jsonl(outputs)
+    assert len(written.splitlines()) == len(texts)
+    assert [json.loads(line)["text"] for line in written.splitlines()] == texts
+    assert "\\u2028" in written and "\u2028" not in written
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -238,6 +257,41 @@ def test_read_jsonl_reports_every_bad_line_and_keeps_the_rest(tmp_path):
         assert message.startswith(f"{path}:{line}: ") and words in message, message
     assert errors[1] == (f"{path}:3: a JSON array, not an object. Each line must be one JSON object such as "
                          '{"id": "1", "text": "Messi in Paris", "image": "photo.jpg"}.')
+
+
+def test_read_jsonl_reports_lines_that_cannot_be_read_or_written(tmp_path):
+    """A lone surrogate (which no output can hold), nesting deeper than the parser's recursion, a 5,000-digit id
+    (more digits than Python converts): each is one bad line; the others are read."""
+    path = write_lines(tmp_path / "odd.jsonl", [
+        '{"text": "first"}',
+        '{"text": "half a pair \\ud800 here"}',
+        '{"id": "\\udc00x", "text": "t"}',
+        '{"text": "t", "extra": ' + "[" * 100_000 + "]" * 100_000 + "}",
+        '{"id": ' + "7" * 5_000 + ', "text": "t"}',
+        '{"text": "a pair \\ud83d\\ude00 is fine"}'])
+    records, errors = read_jsonl(path)
+    assert [(r.line, r.text) for r in records] == [(1, "first"), (6, "a pair 😀 is fine")]
+    assert errors == [
+        f"{path}:2: `text` holds a lone surrogate, \\ud800 at character 12: half of a UTF-16 pair escaped without "
+        f"its other half, which is no character and cannot be written out. Escape the whole pair, or write the "
+        f"character itself.",
+        f"{path}:3: `id` holds a lone surrogate, \\udc00 at character 0: half of a UTF-16 pair escaped without its "
+        f"other half, which is no character and cannot be written out. Escape the whole pair, or write the "
+        f"character itself.",
+        f"{path}:4: arrays or objects nested too deeply to read. Each line must be one JSON object such as "
+        f"{raw_tweets.EXAMPLE_LINE}.",
+        f"{path}:5: a number of more than 4,300 digits, more than Python reads. Write it as a string (an `id` in "
+        f"quotes)."]
+
+
+@pytest.mark.parametrize("text, image, message", [
+    ("Messi \udcff Paris", None, "--text: byte 0xff at character 6 is not UTF-8"),
+    ("Messi", "caf\udce9.jpg", "--image: byte 0xe9 at character 3 is not UTF-8"),
+    ("Messi \ud800", None, "--text: the lone surrogate U+D800 at character 6 is not UTF-8")])
+def test_command_line_text_that_is_not_utf8_is_refused(text, image, message):
+    """Python keeps a command-line byte that is not UTF-8 as a lone surrogate (U+DC80..U+DCFF); no output holds it."""
+    with pytest.raises(data.DataError, match=re.escape(message)):
+        raw_tweets.record_from_text(text, image)
 
 
 def test_read_jsonl_duplicate_of_a_default_id_says_why(tmp_path):

@@ -10,6 +10,7 @@ from PIL import Image
 
 import flags
 import main
+import model
 import plots
 import predict
 import results as seed_results
@@ -198,6 +199,34 @@ def test_image_ids_never_become_paths(tmp_path, tiny_data):
     assert predict.attention_file_name(3, "a/b\\c") == "3_a_b_c.png"
 
 
+def test_ids_too_long_for_a_file_name_are_cut_and_told_apart(tmp_path, tiny_data):
+    """A 300-character image id used to stop the remaining maps (a file name over the system's 255 bytes)."""
+    data_dir, _ = tiny_data
+    run_main(tmp_path, data_dir, "--do_train", "--num_train_epochs", "1")
+    long_ids = ["x" * 300, "x" * 299 + "y", "é" * 300]
+    path = write_conll(tmp_path / "long_ids.txt", [(img_id, [("Paris", "B-LOC")]) for img_id in long_ids])
+    assert run_main(tmp_path, data_dir, "--do_predict", "--pred_file", str(path), "--save_attention") == 0
+    names = sorted(p.name for p in (tmp_path / "model" / "attention").iterdir())
+    assert len(names) == 3 and all(len(name.encode()) <= predict.MAX_NAME for name in names)
+    assert names[0].startswith("0_xxxx") and re.fullmatch(r"2__+-[0-9a-f]{12}\.png", names[2])
+    assert predict.attention_file_name(7, "x" * 300) != predict.attention_file_name(7, "x" * 299 + "y")
+    assert predict.attention_file_name(7, "x" * 190) == "7_" + "x" * 190 + ".png"  # short enough: as it was
+
+
+def test_concat_attention_title_is_shown_whole_inside_the_figure():
+    """The one panel of a concat map is 200 pixels wide: its title must fit, and a long word's title is cut to
+    fit rather than run off the figure."""
+    title = predict.concat_title(12345)
+    for words, shown in (([title], title), (["W" * 30], None)):
+        figure = plots.attention_figure(words, np.full((1, 49), 1 / 49))
+        figure.canvas.draw()
+        text = figure.axes[0].title
+        box = text.get_window_extent(figure.canvas.get_renderer())
+        assert 0 <= box.x0 and box.x1 <= figure.bbox.width and 0 <= box.y0 and box.y1 <= figure.bbox.height
+        assert text.get_text() == shown if shown else text.get_text().endswith("…")
+        plots._pyplot().close(figure)
+
+
 def test_attention_figure_size_grows_in_rows_of_six():
     assert plots.attention_figure_size(1) == (200, 200)
     assert plots.attention_figure_size(6) == (1200, 200)
@@ -212,6 +241,27 @@ def test_research_flag_combinations_checked(flags, message, capsys):
     with pytest.raises(SystemExit):
         main.parse_args(flags)
     assert message in capsys.readouterr().err
+
+
+def test_a_tweet_of_a_file_that_runs_out_of_memory_fails_alone(tmp_path, tiny_data, monkeypatch, capsys):
+    data_dir, _ = tiny_data
+    run_main(tmp_path, data_dir, "--do_train", "--num_train_epochs", "1")
+    real_decode = model.ACN.decode
+
+    def decode(self, batch):  # as torch's allocator does on a tweet of a million words
+        if batch.word_mask.sum(dim=1).max() > 100:
+            raise RuntimeError("DefaultCPUAllocator: not enough memory: you tried to allocate 102400000000 bytes.")
+        return real_decode(self, batch)
+    monkeypatch.setattr(model.ACN, "decode", decode)
+    tweets = [("a", [("Paris", "B-LOC")]), ("huge", [("Obama", "B-PER")] * 500), ("c", [("Messi", "B-PER")])]
+    path = write_conll(tmp_path / "new.txt", tweets)
+    assert run_main(tmp_path, data_dir, "--do_predict", "--pred_file", str(path)) == 2
+    assert (f"error: {path}:4: this tweet of 500 tokens could not be tagged: memory ran out"
+            in capsys.readouterr().err)  # line 4: the IMGID line of the second tweet
+    lines = (tmp_path / "model" / "new.txt.predicted").read_text().splitlines()
+    assert [line for line in lines if line.startswith("IMGID:")] == ["IMGID:a", "IMGID:c"]
+    metrics = json.loads((tmp_path / "model" / "new.txt.predicted.metrics.json").read_text())
+    assert metrics["tweets"] == 2  # scored over the tweets that were tagged
 
 
 def test_prediction_of_unknown_words_and_long_tweets(tmp_path, tiny_data):
