@@ -123,7 +123,7 @@ def read_tweets(path):
     A tweet starts with `IMGID:<id>`, then one `token<TAB>tag` line per token; blank lines separate tweets.
     LF, CRLF and CR line ends and a UTF-8 byte-order mark are accepted.
     """
-    hint = "Point --data_dir (and the file-name flags) at the folder that holds the data files."
+    hint = "Point --data_dir (and the flags that name the files) at the folder that holds the data files."
     text = _decode_utf8(path, read_bytes(path, "data file", hint))
     if not text.strip():
         raise DataError(f"{path}: the file is empty. Expected tweets in IMGID-CoNLL format "

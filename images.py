@@ -1,6 +1,6 @@
 """Images as Twitter serves them, opened one way for the whole project.
 
-    image = open_image("data/ner_img/123.jpg")      # PIL image: 8-bit RGB, upright; ImageError if unusable
+    image = open_image("data/twitter2015/ner_img/123.jpg")      # PIL image: 8-bit RGB, upright; ImageError if unusable
 
 Every way an image file can be unusable (missing, not an image, truncated, corrupt EXIF, a decompression bomb
 larger than Pillow's Image.MAX_IMAGE_PIXELS limit, ...) becomes one ImageError naming the file and the reason, so

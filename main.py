@@ -73,13 +73,15 @@ RUN_DATA_FLAGS = ("dataset", "dev_file", "test_file", "img_feature_file")
 RUN_LOCATION_FLAGS = ("data_dir", "img_dir", "train_file")
 
 
-def adopt_run_data(args, config, run_dir):
-    """--do_eval of a trained run: the data set and data files of its config.json, unless given; a data flag
-    given with another value than the run's is refused (metrics.json would then score other data)."""
+def adopt_run_data(args, config, run_dir, refuse_others=True):
+    """Evaluating or tagging with a trained run: the data set, data folder and files of its config.json, unless
+    given. For --do_eval (`refuse_others`), a data flag given with another value than the run's is refused
+    (metrics.json would then score other data); tagging may read features from elsewhere."""
     if not config:
         return args
-    conflicts = [f"--{flag} {getattr(args, flag)} (the run: {config[flag]})" for flag in RUN_DATA_FLAGS
-                 if flag in config and flag in args.given_flags and getattr(args, flag) != config[flag]]
+    given = [flag for flag in RUN_DATA_FLAGS if refuse_others and flag in config and flag in args.given_flags]
+    conflicts = [f"--{flag} {getattr(args, flag)} (the run: {config[flag]})" for flag in given
+                 if getattr(args, flag) != config[flag]]
     if conflicts:
         raise data.DataError(f"{run_dir} was trained and scored on other data than " + ", ".join(conflicts) +
                              ". --do_eval scores a run on its own dev and test files; drop these flags, or score "
@@ -95,18 +97,23 @@ def pick_device(args):
 
 
 def read_splits(args, names, recorded=None):
-    """The data files of `names` (train, dev, test), read and counted; with `recorded` (config.json's "data" of a
-    trained run), each file must hold what the run read."""
+    """The data files of `names` (train, dev, test), read and counted; with `recorded` (the config.json of a
+    trained run), each file must be the one the run read: the same sha256 (runs that recorded one) and counts."""
     files = {"train": args.train_file, "dev": args.dev_file, "test": args.test_file}
     splits = {name: data.read_split(name, data_path(args, files[name])) for name in names}
     for name, split in splits.items():
-        then = (recorded or {}).get(name)
+        then = (recorded or {}).get("data", {}).get(name)
         now = dataclasses.asdict(split.stats)
+        then_sha256 = (recorded or {}).get("data_sha256", {}).get(name)
         if isinstance(then, dict) and {k: then.get(k) for k in now} != now:
-            raise data.DataError(f"{split.path} is not the file the run was trained and scored with: it holds "
-                                 f"{now['tweets']} tweets and {now['tokens']} tokens, the run's held "
-                                 f"{then.get('tweets')} and {then.get('tokens')}. Point --data_dir at the run's data, "
-                                 f"or score this file with --do_predict --pred_file.")
+            differs = (f"it holds {now['tweets']} tweets and {now['tokens']} tokens, the run's held "
+                       f"{then.get('tweets')} and {then.get('tokens')}")
+        elif then_sha256 and then_sha256 != downloads.sha256_of(split.path):
+            differs = "its content changed since (another sha256: a token or tag was edited)"
+        else:
+            continue
+        raise data.DataError(f"{split.path} is not the file the run was trained and scored with: {differs}. Point "
+                             f"--data_dir at the run's data, or score this file with --do_predict --pred_file.")
     return splits
 
 
@@ -142,6 +149,24 @@ def load_features(args, splits, use_image):
         logger.info("%s: features made with --preprocess %s and %s", path, features.provenance.get("mode"),
                     features.provenance.get("weights_file"))
     return features
+
+
+def describe_provenance(record):
+    if record is None:
+        return "no provenance record"
+    return f"--preprocess {record.get('mode')}, weights {record.get('weights_file')}, made {record.get('date')}"
+
+
+def check_same_features(path, features, recorded, run_dir):
+    """--do_eval: the feature file at `path` must be the one the run was trained with, as far as provenance records
+    tell (a re-extraction, synthetic features or another file in its place changes the record)."""
+    then = (recorded.get("image_features") or {}).get("provenance")
+    then = then if isinstance(then, dict) else None
+    if features is None or then == features.provenance:
+        return
+    raise data.DataError(f"{path}: not the feature file {run_dir} was trained with (the run's: "
+                         f"{describe_provenance(then)}; this file: {describe_provenance(features.provenance)}). Put "
+                         f"the run's features back (or point --data_dir/--img_feature_file at them), or train again.")
 
 
 def encode_splits(splits, vocab, features, config, max_seq_len):
@@ -185,6 +210,7 @@ def run_config(args, seed, config, vocab, splits, features, device):
                       "built_from": vocab.built_from, "word_form": vocab.word_form,
                       "includes_test_words": "test" in vocab.built_from},
             "data": {name: dataclasses.asdict(split.stats) for name, split in splits.items()},
+            "data_sha256": {name: downloads.sha256_of(split.path) for name, split in splits.items()},
             "image_features": None if features is None else {
                 "missing_ids": len(features.missing_ids),
                 "provenance": features.provenance or "no provenance record in the feature file (e.g. the published "
@@ -246,9 +272,11 @@ def prepare_data(args, device):
     else:
         run = RunFolder(args.model_dir)
         model, vocab, saved = load_trained(args, device, run)
-        recorded = (run.read_config() or {}).get("data")
+        recorded = run.read_config() or {}
         splits, trained, config = read_splits(args, ["dev", "test"], recorded), (model, saved), model.config
     features = load_features(args, splits, config.use_image)
+    if not args.do_train:
+        check_same_features(os.path.join(args.data_dir, args.img_feature_file), features, recorded, args.model_dir)
     encode_splits(splits, vocab, features, config, args.max_seq_len)
     return splits, vocab, features, trained
 
@@ -317,11 +345,12 @@ def run(args):
     if args.preset:
         logger.info("--preset %s set %s%s", args.preset, args.preset_set,
                     f"; given explicitly, these win over it: {args.preset_kept}" if args.preset_kept else "")
-    if args.do_eval and not args.do_train:
+    if not args.do_train:  # evaluating or tagging a trained run: its data set and files
         run_dir = RunFolder(args.model_dir)
         with run_dir.reading():
-            adopt_run_data(args, run_dir.read_config(), args.model_dir)
-        run_dir.check_writable("--do_eval (metrics.json, the predictions)")
+            adopt_run_data(args, run_dir.read_config(), args.model_dir, refuse_others=args.do_eval)
+        if args.do_eval:
+            run_dir.check_writable("--do_eval (metrics.json, the predictions)")
     memory = utils.AnonymousMemorySampler()
     try:
         code = 0

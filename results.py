@@ -114,7 +114,8 @@ def results_markdown(results, flag_defaults):
     config = results["configuration"]
     dataset = config.get("dataset", "twitter2015")
     defaults = flag_defaults(dataset)
-    changed = {k: v for k, v in config.items() if k in defaults and defaults[k] != v}
+    changed = {k: v for k, v in config.items()
+               if k in defaults and defaults[k] != v and k != "model_dir"}  # where it was written is no setting
     wall = [r["wall_seconds"] for r in results["per_seed"]]
     lines += ["", f"Data set {dataset}; seeds {results['seeds']}; wall time per seed {statistics.mean(wall):.0f} s "
               f"(training and evaluation); settings that differ from the data set's defaults: "

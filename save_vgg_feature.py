@@ -7,7 +7,7 @@
     python save_vgg_feature.py --preprocess authors --vgg_weights vgg16_weights_th_dim_ordering_th_kernels_notop.h5
 
 How the pixels are prepared (--preprocess), which weights go with which mode, and what the provenance record holds:
-vgg.py, and docs/usage.md ("Re-extracting image features").
+vgg.py, and docs/usage.md ("Extracting image features").
 """
 import argparse
 import collections

@@ -38,10 +38,10 @@ def test_the_readme_offline_quick_start_runs_as_written(tmp_path, monkeypatch, t
     for argv in commands:
         assert argv[0] == "python" and argv[1] in scripts, argv
         assert scripts[argv[1]](argv[2:] + ["--no_progress"] * (argv[1] == "main.py")) == 0, argv
-    text_only = json.loads(open("model_text/metrics.json").read())
-    synthetic = json.loads(open("model_synthetic/metrics.json").read())
+    text_only = json.loads(open("runs/text/metrics.json").read())
+    synthetic = json.loads(open("runs/synthetic/metrics.json").read())
     assert text_only["test"]["tweets"] == synthetic["test"]["tweets"] == len(splits["test"])
-    assert json.loads(open("model_synthetic/config.json").read())["image_features"]["provenance"]["mode"] == \
+    assert json.loads(open("runs/synthetic/config.json").read())["image_features"]["provenance"]["mode"] == \
         "synthetic"
     assert "holds synthetic features" in caplog.text
 

@@ -248,3 +248,35 @@ def test_run_files_and_images_that_are_not_files_are_reported(tmp_path, no_hang)
     os.mkfifo(tmp_path / "photo.jpg")
     with pytest.raises(images.ImageError, match="photo.jpg: unreadable image: is a FIFO \\(named pipe\\), not an image"):
         images.open_image(tmp_path / "photo.jpg")
+
+
+def test_tagging_reads_the_features_of_the_run_s_data_set(tmp_path, capsys):
+    """--do_predict of a Twitter-2017 run, with no data flag: the run's own data folder and feature file, not
+    Twitter-2015's defaults (which would give its tweets zero features, or another data set's)."""
+    splits = twitter2017_like(tmp_path / "d2017")
+    model_dir = tmp_path / "model"
+    assert main.main(["--dataset", "twitter2017", "--data_dir", str(tmp_path / "d2017"), "--model_dir",
+                      str(model_dir), *SMALL_MODEL, "--do_train", "--do_eval"]) == 0
+    code, err = run_cli(capsys, ["--do_predict", "--model_dir", str(model_dir), "--pred_file",
+                                 str(tmp_path / "d2017" / "test.txt"), "--offline", "--no_progress"])
+    assert code == 0 and "no feature" not in err
+    scored = json.loads((model_dir / "test.txt.predicted.metrics.json").read_text())
+    assert scored["f1"] == json.loads((model_dir / "metrics.json").read_text())["test"]["f1"]
+    assert scored["tweets"] == len(splits["test.txt"])
+
+
+def test_eval_refuses_a_feature_file_or_a_text_file_replaced_since_training(tmp_path, tiny_data, capsys):
+    data_dir, splits = tiny_data
+    assert run_main(tmp_path, data_dir, "--do_train", "--do_eval", "--num_train_epochs", "1") == 0
+    before = (tmp_path / "model" / "metrics.json").read_bytes()
+    features = torch.load(data_dir / "img_vgg_features.pt", weights_only=True)
+    torch.save({**features, "__provenance__": {"mode": "synthetic"}}, data_dir / "img_vgg_features.pt")
+    code, err = run_cli(capsys, ["--do_eval", "--model_dir", str(tmp_path / "model"), "--offline"])
+    assert code == 2 and "not the feature file" in err and "no provenance record; this file: --preprocess synthetic" \
+        in err
+    torch.save(features, data_dir / "img_vgg_features.pt")  # the run's features back
+    img_id, tokens = splits["test"][0]
+    write_conll(data_dir / "test", [(img_id, [(tokens[0][0], "B-ORG")] + tokens[1:])] + splits["test"][1:])
+    code, err = run_cli(capsys, ["--do_eval", "--model_dir", str(tmp_path / "model"), "--offline"])
+    assert code == 2 and "its content changed since" in err
+    assert (tmp_path / "model" / "metrics.json").read_bytes() == before
