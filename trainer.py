@@ -11,6 +11,8 @@ from seqeval.metrics import classification_report, f1_score, precision_score, re
 from seqeval.metrics.sequence_labeling import get_entities
 from tqdm import tqdm
 
+import as_released
+import released
 from data_loader import Vocab, batches, num_batches
 from model import ACN, ModelConfig
 from model_authors import AuthorsACN
@@ -68,15 +70,19 @@ def load_checkpoint(path, device="cpu"):
 # ----------------------------------------------------------------------------------------------------------------
 # Evaluation
 
-def predict(model, examples, num_tweets, vocab, features, batch_size, device, progress=True):
-    """Predicted tags (strings) for every tweet of a file, in file order; [] for a tweet with no tokens."""
+def predict(model, examples, num_tweets, vocab, features, batch_size, device, progress=True, pad_label=False):
+    """Predicted tags (strings) for every tweet of a file, in file order; [] for a tweet with no tokens. With
+    `pad_label`, a model that has a pad label (the authors' architecture) gives it as the released '0' where it
+    predicts it on a real token, instead of "O"."""
     model.eval()
     predictions = [[] for _ in range(num_tweets)]
+    decode = model.decode_released if pad_label and hasattr(model, "decode_released") else model.decode
+    names = vocab.tags + [released.PAD_LABEL]  # index len(vocab.tags): the authors' pad label
     stream = batches(examples, batch_size, features, by_length=True)
     for batch in tqdm(stream, total=num_batches(examples, batch_size), desc="Evaluating", leave=False,
                       disable=not progress):
-        for index, tag_ids in zip(batch.indices, model.decode(batch.to(device))):
-            predictions[index] = [vocab.tags[t] for t in tag_ids]
+        for index, tag_ids in zip(batch.indices, decode(batch.to(device))):
+            predictions[index] = [names[t] for t in tag_ids]
     return predictions
 
 
@@ -98,10 +104,18 @@ def score(gold, predicted):
             "predicted_entities": len(get_entities(predicted))}
 
 
-def evaluate(model, split, vocab, features, batch_size, device, progress=True):
-    """Score the model on a split (tweets + their full-length examples); returns (metrics, predictions)."""
-    predicted = predict(model, split.examples, len(split.tweets), vocab, features, batch_size, device, progress)
-    return score([tweet.tags for tweet in split.tweets], predicted), predicted
+def evaluate(model, split, vocab, features, batch_size, device, progress=True, released_scorer=False):
+    """Score the model on a split (tweets + their full-length examples); returns (metrics, predictions). With
+    `released_scorer`, metrics["authors_scorer"] also scores the same predictions as the released ner_evaluate.py
+    did, a predicted pad label included (seqeval and the predictions returned read it as "O", as without)."""
+    predicted = predict(model, split.examples, len(split.tweets), vocab, features, batch_size, device, progress,
+                        pad_label=released_scorer)
+    gold = [tweet.tags for tweet in split.tweets]
+    seen = [["O" if tag == released.PAD_LABEL else tag for tag in tags] for tags in predicted]
+    metrics = score(gold, seen)
+    if released_scorer:
+        metrics["authors_scorer"] = as_released.authors_scorer(gold, predicted)
+    return metrics, seen
 
 
 def format_metrics(name, metrics):
@@ -111,6 +125,12 @@ def format_metrics(name, metrics):
     for type_name, r in sorted(metrics["per_type"].items()):
         lines.append(f"  {type_name:<10} P {100 * r['precision']:6.2f}  R {100 * r['recall']:6.2f}  "
                      f"F1 {100 * r['f1']:6.2f}  support {r['support']}")
+    authors = metrics.get("authors_scorer")
+    if authors:
+        lines.append(f"  the authors' scorer (last {authors['window']} tokens, pad-label chunks): P "
+                     f"{100 * authors['precision']:.2f}  R {100 * authors['recall']:.2f}  F1 {100 * authors['f1']:.2f}"
+                     f"  ({authors['tweets']} tweets, {authors['tokens']} tokens, {authors['gold_entities']} gold "
+                     f"entities, {authors['pad_label_predictions']} pad labels predicted)")
     return "\n".join(lines)
 
 
