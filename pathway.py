@@ -140,13 +140,13 @@ READERS = {"files": [], "released": ["--released_pairing"]}  # every run also sc
 
 def experiment_models(paper_epochs, authors_epochs):
     """(name, folder name, feature scale or None for text only, main.py flags) of each model of the experiment,
-    the slowest first: `authors` on the type-pattern features x 0.1 (where its fusion gate stays open), `paper` on them as
-    they are, and the text-only `paper` model."""
+    in the order they run: `paper` on the type-pattern features as they are, the text-only `paper` model, and
+    `authors` on the features x 0.1 (where its fusion gate stays open; the slowest by far)."""
     paper = ["--num_train_epochs", str(paper_epochs)]
-    return [("authors, features x 0.1", "authors_x0.1", 0.1,
-             ["--preset", "authors", "--num_train_epochs", str(authors_epochs)]),
-            ("paper, own-image features", "paper_image", 1.0, paper),
-            ("paper, text only (--no_img)", "paper_text_only", None, [*paper, "--no_img"])]
+    return [("paper, own-image features", "paper_image", 1.0, paper),
+            ("paper, text only (--no_img)", "paper_text_only", None, [*paper, "--no_img"]),
+            ("authors, features x 0.1", "authors_x0.1", 0.1,
+             ["--preset", "authors", "--num_train_epochs", str(authors_epochs)])]
 
 
 def run_commands(jobs, parallel):
@@ -187,8 +187,8 @@ def released_pairing_experiment(data_dir, work_dir, paper_epochs, authors_epochs
     folders[None] = folders[1.0]  # the text-only model reads no features
     os.makedirs(os.path.join(work_dir, "runs"), exist_ok=True)
     jobs, cells = [], {}
-    for seed in seeds:  # seed by seed, so that an experiment stopped early has whole seeds
-        for model, slug, scale, flags in models:
+    for model, slug, scale, flags in models:  # model by model, both readers of a seed together, so that an
+        for seed in seeds:                     # experiment stopped early has whole rows and pairs
             for reader, reader_flags in READERS.items():
                 folder = os.path.join(work_dir, "runs", f"{slug}_{reader}_{seed}")
                 cells.setdefault((model, reader), []).append(folder)
