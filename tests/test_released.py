@@ -9,16 +9,7 @@ import numpy as np
 import pytest
 
 import released
-from conftest import real_data_folder, write_conll
-
-
-def write_public_style(path, tweets):
-    """write_conll, then drop the blank line after the last tweet: the file ends with its last token line."""
-    write_conll(path, tweets)
-    text = path.read_text(encoding="utf-8")
-    assert text.endswith("\n\n")
-    path.write_text(text[:-1], encoding="utf-8")
-    return path
+from conftest import real_data_folder, write_conll, write_public_style
 
 
 def tweets_of(split, count):
