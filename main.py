@@ -195,7 +195,7 @@ def run_config(args, seed, config, vocab, splits, features, device):
                       "includes_test_words": "test" in vocab.built_from},
             "data": {name: dataclasses.asdict(split.stats) for name, split in splits.items()},
             "released_quirks": flags.released_quirks(args),
-            "released_pairing": {name: split.pairing_summary() for name, split in splits.items()
+            "released_slots": {name: split.pairing_summary() for name, split in splits.items()
                                  if isinstance(split, as_released.ReleasedSplit)} or None,
             "image_features": None if features is None else {
                 "missing_ids": len(features.missing_ids),
@@ -242,7 +242,7 @@ def evaluate_model(args, model, saved, splits, vocab, features, device, run, met
         result, predicted = trainer.evaluate(model, splits[name], vocab, features, args.eval_batch_size, device,
                                              not args.no_progress, args.released_scorer)
         if isinstance(splits[name], as_released.ReleasedSplit):  # what was scored: the released slots
-            result["released_pairing"] = splits[name].pairing_summary()
+            result["released_slots"] = splits[name].pairing_summary()
         logger.info("\n%s", trainer.format_metrics(name, result))
         metrics[name] = result
         trainer.write_predictions(run.file(f"{name}_predictions.txt"), splits[name].tweets, predicted)
@@ -348,8 +348,9 @@ def run(args):
         run_dir.check_writable("--do_eval (metrics.json, the predictions)")
     quirks = flags.released_quirks(args)
     if quirks:
+        off = [flag for flag in flags.RELEASED_QUIRKS if flag not in quirks]
         logger.info("Quirks of the released pipeline on%s: %s; off: %s", " (--as_released)" if args.as_released
-                    else "", ", ".join(quirks), ", ".join(q for q in flags.RELEASED_QUIRKS if q not in quirks) or "none")
+                    else "", ", ".join(quirks), ", ".join(off) or "none")
     memory = utils.AnonymousMemorySampler()
     try:
         code = 0

@@ -59,14 +59,15 @@ def test_released_pairing_trains_and_scores_the_released_slots_with_their_images
     # i+1 up to slot 5, slot 6 = dev 7 + test 0, slot 7 = test 1, each with dev image i; test: 11 - 2 = 9 slots,
     # slot i = test tweet i+2 with test image i; test images 9 and 10 unused.
     assert config["released_quirks"] == ["released_pairing"]
-    assert config["released_pairing"]["train"] == {"slots": 30, "own_tweet_and_image": 29, "merged_tweets": 1,
-                                                   "holding_another_files_tweet": 1, "tweet_minus_image": {"0": 29},
-                                                   "unused_images": 0}
-    assert config["released_pairing"]["dev"]["tweet_minus_image"] == {"1": 6}
+    assert config["released_pairing"] is True  # the flag; what it made of the files is in "released_slots"
+    assert config["released_slots"]["train"] == {"slots": 30, "own_tweet_and_image": 29, "merged_tweets": 1,
+                                                 "holding_another_files_tweet": 1, "tweet_minus_image": {"0": 29},
+                                                 "unused_images": 0}
+    assert config["released_slots"]["dev"]["tweet_minus_image"] == {"1": 6}
     assert config["data"]["train"]["tokens"] == sum(map(len, tokens["train"])) + len(tokens["dev"][0])
     test_summary = {"slots": 9, "own_tweet_and_image": 0, "merged_tweets": 0, "holding_another_files_tweet": 0,
                     "tweet_minus_image": {"2": 9}, "unused_images": 2}
-    assert config["released_pairing"]["test"] == metrics["test"]["released_pairing"] == test_summary
+    assert config["released_slots"]["test"] == metrics["test"]["released_slots"] == test_summary
     assert metrics["test"]["tweets"] == 9 and metrics["test"]["tokens"] == sum(map(len, tokens["test"][2:]))
     assert "authors_scorer" not in metrics["test"]
     written = read_predictions(model_dir / "test_predictions.txt")
@@ -218,9 +219,9 @@ def test_without_the_switches_a_run_has_none_of_it(tmp_path, public_data, caplog
     assert run_main(tmp_path, data_dir, "--do_train", "--do_eval") == 0
     config = read_json(tmp_path / "model" / "config.json")
     metrics = read_json(tmp_path / "model" / "metrics.json")
-    assert config["released_quirks"] == [] and config["released_pairing"] is None
+    assert config["released_quirks"] == [] and config["released_slots"] is None and config["released_pairing"] is False
     assert not any(config[flag] for flag in ["as_released", *flags.RELEASED_QUIRKS])
-    assert "authors_scorer" not in metrics["test"] and "released_pairing" not in metrics["test"]
+    assert "authors_scorer" not in metrics["test"] and "released_slots" not in metrics["test"]
     assert metrics["test"]["tweets"] == len(splits["test"])  # every tweet of the file, each with its own image
     assert "Quirks of the released pipeline" not in caplog.text
 
@@ -236,4 +237,5 @@ def test_real_twitter2015_released_pairing_scores_3255_test_tweets(tmp_path):
     assert (test["tweets"], test["tokens"], test["gold_entities"]) == (3255, 52785, 5211)
     authors = test["authors_scorer"]
     assert (authors["tweets"], authors["tokens"], authors["gold_entities"]) == (3255, 52784, 5211)
-    assert test["released_pairing"]["tweet_minus_image"] == {"2": 3255} and test["released_pairing"]["unused_images"] == 2
+    assert test["released_slots"]["tweet_minus_image"] == {"2": 3255}
+    assert test["released_slots"]["unused_images"] == 2
