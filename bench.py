@@ -3,6 +3,7 @@
     python bench.py --data_dir ../shared/data/twitter2015
     python bench.py --pathway   # the image-pathway experiment (pathway.py; paper 3 epochs, authors 12)
     python bench.py --pathway --pathway_scale 0.1   # the same with the features scaled by 0.1
+    python bench.py --released_pairing_experiment   # the released reader's pairing against the files' own
 
 Prints one table: training throughput (tweets/s, steady state) of both architectures, evaluation throughput,
 tagging throughput of raw tweets (tokenising, and with images a random-weight VGG16 on the fly), the wall time,
@@ -31,7 +32,8 @@ import trainer  # noqa: E402
 import vgg  # noqa: E402
 from model import ACN, ModelConfig  # noqa: E402
 from model_authors import AuthorsACN  # noqa: E402
-from pathway import full_run, pathway  # noqa: E402
+from flags import seed_list  # noqa: E402
+from pathway import full_run, pathway, released_pairing_experiment  # noqa: E402
 from reference_model import LiteralACN  # noqa: E402
 
 
@@ -181,18 +183,30 @@ def main():
                    help="training epochs of the pathway runs of `authors` (under --preset authors)")
     p.add_argument("--pathway_scale", type=float, default=1.0,
                    help="multiply the pathway features by this (the authors' model reads raw, unnormalised regions)")
+    p.add_argument("--released_pairing_experiment", action="store_true", help="train the pathway models under the "
+                   "released reader's pairing and under the files' own, --experiment_seeds each (paper "
+                   "--pathway_epochs, authors --pathway_authors_epochs on the features x 0.1), and print test F1 of "
+                   "seqeval and of the authors' scorer; runs stay in --work_dir, and a finished run is not run again")
+    p.add_argument("--experiment_seeds", type=seed_list, default=[7, 8, 9], help="seeds of the experiment")
+    p.add_argument("--parallel", type=int, default=2, help="experiment runs at a time (one thread each)")
     args = p.parse_args()
     work_dir = args.work_dir or tempfile.mkdtemp(prefix="acn-bench-")
     logging.basicConfig(level=logging.ERROR)
 
-    if args.pathway:
+    if args.released_pairing_experiment:
+        print("\n".join(released_pairing_experiment(args.data_dir, work_dir, args.pathway_epochs,
+                                                    args.pathway_authors_epochs, args.experiment_seeds,
+                                                    args.parallel)))
+        rows = []
+    elif args.pathway:
         rows = pathway(args.data_dir, work_dir, args.pathway_epochs, args.pathway_authors_epochs, args.pathway_scale)
     else:
         rows = throughput_rows(args, work_dir)
-    width = max(len(name) for name, _ in rows)
-    print(f"\n| {'measure':<{width}} | value |\n|{'-' * (width + 2)}|-------|")
-    for name, value in rows:
-        print(f"| {name:<{width}} | {value} |")
+    if rows:
+        width = max(len(name) for name, _ in rows)
+        print(f"\n| {'measure':<{width}} | value |\n|{'-' * (width + 2)}|-------|")
+        for name, value in rows:
+            print(f"| {name:<{width}} | {value} |")
     if args.work_dir is None:
         shutil.rmtree(work_dir, ignore_errors=True)
 

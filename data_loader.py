@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 import torch
 
 import downloads
+import released
 import utils
 
 logger = logging.getLogger(__name__)
@@ -222,6 +223,11 @@ def normalize_token(token):
 WORD_FORMS = {  # how a token becomes a vocabulary word, and how a vocabulary word is looked up in the vectors
     "glove": (normalize_token, lambda word: word),   # GloVe-Twitter normalisation (this project's default)
     "raw": (lambda token: token, str.lower),          # the authors' code: raw tokens, vectors looked up lower-cased
+    "raw_ascii": (lambda token: token, released.py2_lower),  # ... lower-cased as Python 2 did, ASCII letters only
+}
+CHAR_FORMS = {  # what the char CNN reads of a token, as a string of "characters"
+    "text": lambda token: token,                                                   # its Unicode code points
+    "bytes": lambda token: token.encode("utf-8", "surrogateescape").decode("latin-1"),  # its UTF-8 bytes, one each
 }
 
 
@@ -234,6 +240,7 @@ class Vocab:
     tags: list           # index -> tag, as found in the training data
     built_from: list = field(default_factory=list)  # the splits whose words are in `words`
     word_form: str = "glove"                        # a key of WORD_FORMS
+    char_form: str = "text"                         # a key of CHAR_FORMS
 
     def __post_init__(self):
         self.word_index = {w: i for i, w in enumerate(self.words)}
@@ -244,33 +251,38 @@ class Vocab:
         """The vocabulary word a token is looked up as."""
         return WORD_FORMS[self.word_form][0](token)
 
+    def chars_of(self, token):
+        """The characters the char vocabulary and the char CNN see of a token."""
+        return CHAR_FORMS[self.char_form](token)
+
     def vector_key(self, word):
         """The word-vector file entry a vocabulary word takes its vector from."""
         return WORD_FORMS[self.word_form][1](word)
 
     def to_dict(self):
         return {"words": self.words, "chars": self.chars, "tags": self.tags, "built_from": self.built_from,
-                "word_form": self.word_form}
+                "word_form": self.word_form, "char_form": self.char_form}
 
     @classmethod
     def from_dict(cls, data):
-        return cls(data["words"], data["chars"], data["tags"], data["built_from"], data["word_form"])
+        return cls(data["words"], data["chars"], data["tags"], data["built_from"], data["word_form"],
+                   data.get("char_form", "text"))  # checkpoints made before --byte_chars: code points
 
 
 def _tag_order(tag):
     return (tag != "O", tag[2:], tag[:1])  # O first, then by type, B before I
 
 
-def build_vocab(tweet_lists, train_tweets, max_words, max_chars, built_from, word_form="glove"):
+def build_vocab(tweet_lists, train_tweets, max_words, max_chars, built_from, word_form="glove", char_form="text"):
     """Word and char vocab from the tweets of `tweet_lists`, most frequent first, capped at max_words/max_chars
     (both including PAD and UNK; 0 means no cap). Ties keep first-seen order. Tags come from the training data."""
-    to_word = WORD_FORMS[word_form][0]
+    to_word, to_chars = WORD_FORMS[word_form][0], CHAR_FORMS[char_form]
     word_counts, char_counts = Counter(), Counter()
     for tweets in tweet_lists:
         for tweet in tweets:
             word_counts.update(to_word(tok) for tok in tweet.tokens)
             for tok in tweet.tokens:
-                char_counts.update(tok)
+                char_counts.update(to_chars(tok))
     words = [PAD, UNK] + [w for w, _ in word_counts.most_common()]
     chars = [PAD, UNK] + [c for c, _ in char_counts.most_common()]
     max_words, max_chars = max_words or len(words), max_chars or len(chars)  # 0: no cap
@@ -281,7 +293,7 @@ def build_vocab(tweet_lists, train_tweets, max_words, max_chars, built_from, wor
     tags = sorted({tag for tweet in train_tweets for tag in tweet.tags}, key=_tag_order)
     if "O" not in tags:
         tags.insert(0, "O")
-    return Vocab(words[:max_words], chars[:max_chars], tags, list(built_from), word_form)
+    return Vocab(words[:max_words], chars[:max_chars], tags, list(built_from), word_form, char_form)
 
 
 def check_tags_known(path, tweets, vocab):
@@ -433,9 +445,10 @@ def encode_tweets(tweets, vocab, max_word_len, features=None, max_seq_len=None, 
             truncated += 1
         word_ids = [vocab.word_index.get(vocab.word_of(tok), unk_word) for tok in tokens]
         unknown_words += word_ids.count(unk_word)
-        char_ids = torch.zeros(len(tokens), min(max_word_len, max(len(tok) for tok in tokens)), dtype=torch.long)
-        for t, tok in enumerate(tokens):
-            char_ids[t, :len(tok)] = torch.tensor([vocab.char_index.get(c, unk_char) for c in tok[:max_word_len]])
+        spelt = [vocab.chars_of(tok)[:max_word_len] for tok in tokens]
+        char_ids = torch.zeros(len(tokens), max(len(chars) for chars in spelt), dtype=torch.long)
+        for t, chars in enumerate(spelt):
+            char_ids[t, :len(chars)] = torch.tensor([vocab.char_index.get(c, unk_char) for c in chars])
         tag_ids = torch.tensor([vocab.tag_index.get(tag, -1) for tag in tags])
         examples.append(Example(index, torch.tensor(word_ids), char_ids, tag_ids, row))
     if truncated:

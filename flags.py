@@ -187,6 +187,29 @@ def add_evaluation_flags(p):
     g.add_argument("--eval_batch_size", type=positive_int, default=32, help="tweets per evaluation batch")
 
 
+# The quirks of the authors' released pipeline (released.py) that a run can switch on, one flag each; --as_released
+# switches on all of them. Flag -> what it does, for --help, the log and config.json.
+RELEASED_QUIRKS = {
+    "released_pairing": "read train/dev/test as the released load_sentence did: a file's last tweet merged with the "
+                        "next file's first, slot i of a split paired with image i of that split (Twitter-2015: "
+                        "dev one off, 3,255 test tweets two off)",
+    "released_scorer": "also score dev and test with the released ner_evaluate.py (each tweet's last 35 tokens, a "
+                       "predicted pad label '0' counted as a chunk): metrics.json 'authors_scorer', next to seqeval",
+    "byte_chars": "characters are UTF-8 bytes, words cut at --max_word_len bytes (Python 2 byte strings)",
+    "released_word_matrix": "the released load_word_matrix: row 0 (pad) starts as the vector of 'pad' or a "
+                            "uniform(-0.25, 0.25) draw, not zeros; with the raw vocabulary of --architecture "
+                            "authors, vectors are looked up with ASCII-only lower-casing (Python 2)",
+}
+
+
+def add_released_flags(p):
+    g = p.add_argument_group("the authors' released pipeline, quirks included (released.py, docs/sources.md)")
+    g.add_argument("--as_released", action="store_true", help="every quirk below at once; with --preset authors "
+                   "(or --architecture authors): the released pipeline as it ran on the public files")
+    for flag, meaning in RELEASED_QUIRKS.items():
+        g.add_argument(f"--{flag}", action="store_true", help=meaning)
+
+
 def add_prediction_flags(p):
     g = p.add_argument_group("prediction (with --do_predict)")
     g.add_argument("--pred_file", help="file to tag: IMGID-CoNLL (tags optional; scored when present), or raw tweets "
@@ -221,7 +244,7 @@ def build_parser(description=None):
     p = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter,
                                 allow_abbrev=False)  # every flag spelt out, so a run knows which flags were given
     for add_flags in (add_task_flags, add_data_flags, add_model_flags, add_training_flags, add_evaluation_flags,
-                      add_prediction_flags, add_output_flags):
+                      add_released_flags, add_prediction_flags, add_output_flags):
         add_flags(p)
     return p
 
@@ -252,6 +275,21 @@ def apply_preset(args):
             setattr(args, flag, value)
             args.preset_set[flag] = value
     return args
+
+
+def apply_as_released(args):
+    """--as_released: switch on every quirk of RELEASED_QUIRKS, as if each had been given."""
+    if args.as_released:
+        for flag in RELEASED_QUIRKS:
+            setattr(args, flag, True)
+        args.given_flags = sorted(set(args.given_flags) | set(RELEASED_QUIRKS))
+    return args
+
+
+def released_quirks(args):
+    """The RELEASED_QUIRKS a run has on, in their order (flags missing from an older config.json are off)."""
+    values = args if isinstance(args, dict) else vars(args)
+    return [flag for flag in RELEASED_QUIRKS if values.get(flag)]
 
 
 def flag_defaults(dataset="twitter2015"):
@@ -287,6 +325,10 @@ def check_args(parser, args):
     if args.architecture == "authors" and (args.no_img or args.attention != "concat"):
         parser.error("--architecture authors has no text-only variant and uses the concat attention only: drop "
                      "--no_img/--attention, or use --architecture paper")
+    if args.as_released and args.architecture != "authors":
+        parser.error("--as_released is the released pipeline, network included: use it with --preset authors (or "
+                     "--architecture authors); with the paper's network give the quirks one by one ("
+                     + ", ".join(f"--{flag}" for flag in RELEASED_QUIRKS) + ")")
     if args.save_attention and (args.no_img or not args.do_predict):
         parser.error("--save_attention needs --do_predict and the image model (not --no_img)")
     if args.seeds and not (args.do_train and args.do_eval):
@@ -307,6 +349,6 @@ def parse_args(argv=None, description=None):
     parser = build_parser(description)
     args = parser.parse_args(argv)
     args.given_flags = given_flags(argv)
-    args = apply_preset(resolve_dataset_defaults(args))
+    args = apply_as_released(apply_preset(resolve_dataset_defaults(args)))
     check_args(parser, args)
     return args

@@ -25,6 +25,7 @@ import time  # noqa: E402
 
 import torch  # noqa: E402
 
+import as_released  # noqa: E402
 import data_loader as data  # noqa: E402
 import downloads  # noqa: E402
 import flags  # noqa: E402
@@ -69,7 +70,7 @@ def wordvec_path(args):
 
 # The flags that say which data a run was trained and scored on: evaluating the run later takes them from its
 # config.json, and refuses other values (LOCATION: the folder may have moved; its files are compared by their counts).
-RUN_DATA_FLAGS = ("dataset", "dev_file", "test_file", "img_feature_file")
+RUN_DATA_FLAGS = ("dataset", "dev_file", "test_file", "img_feature_file", "released_pairing")
 RUN_LOCATION_FLAGS = ("data_dir", "img_dir", "train_file")
 
 
@@ -89,6 +90,7 @@ def adopt_run_data(args, config, run_dir, refuse_others=True):
     for flag in RUN_DATA_FLAGS + RUN_LOCATION_FLAGS:
         if flag in config and flag not in args.given_flags:
             setattr(args, flag, config[flag])
+    args.released_scorer = args.released_scorer or bool(config.get("released_scorer"))  # may be added, not dropped
     return args
 
 
@@ -98,9 +100,15 @@ def pick_device(args):
 
 def read_splits(args, names, recorded=None):
     """The data files of `names` (train, dev, test), read and counted; with `recorded` (the config.json of a
-    trained run), each file must be the one the run read: the same sha256 (runs that recorded one) and counts."""
+    trained run), each file must be the one the run read: the same sha256 (runs that recorded one) and counts.
+    --released_pairing reads all three files and gives the released reader's slots of `names` instead
+    (as_released.released_splits)."""
     files = {"train": args.train_file, "dev": args.dev_file, "test": args.test_file}
-    splits = {name: data.read_split(name, data_path(args, files[name])) for name in names}
+    read = list(files) if args.released_pairing else names
+    splits = {name: data.read_split(name, data_path(args, files[name])) for name in read}
+    if args.released_pairing:
+        splits = as_released.released_splits(splits)
+    splits = {name: splits[name] for name in names}
     for name, split in splits.items():
         then = (recorded or {}).get("data", {}).get(name)
         now = dataclasses.asdict(split.stats)
@@ -120,9 +128,12 @@ def read_splits(args, names, recorded=None):
 def make_vocab(args, splits):
     """The vocabulary of a new model: words and characters from train (+dev+test with --vocab_from all)."""
     sources = ["train", "dev", "test"] if args.vocab_from == "all" else ["train"]
-    word_form = "raw" if args.architecture == "authors" else "glove"  # the authors' code: raw case-sensitive words
+    word_form = "glove"
+    if args.architecture == "authors":  # the authors' code: raw case-sensitive words
+        word_form = "raw_ascii" if args.released_word_matrix else "raw"
     vocab = data.build_vocab([splits[name].tweets for name in sources], splits["train"].tweets,
-                             args.word_vocab_size, args.char_vocab_size, sources, word_form)
+                             args.word_vocab_size, args.char_vocab_size, sources, word_form,
+                             "bytes" if args.byte_chars else "text")
     logger.info("Vocab from %s%s: %d words, %d chars, tags %s", "+".join(sources),
                 " (test words are in the vocabulary, as in the paper's code)" if "test" in sources else "",
                 len(vocab.words), len(vocab.chars), vocab.tags)
@@ -192,6 +203,8 @@ def load_trained(args, device, run):
     wanted = flags.model_settings(args, set(args.given_flags) - flags.TRAINING_ONLY_MODEL_FLAGS)
     mismatches = [f"{field}: checkpoint {getattr(model.config, field)} vs now {value}"
                   for field, value in wanted.items() if value != getattr(model.config, field)]
+    if "byte_chars" in args.given_flags and args.byte_chars != (vocab.char_form == "bytes"):
+        mismatches.append(f"characters: checkpoint {vocab.char_form} vs now bytes")
     if mismatches:
         raise trainer.CheckpointError(f"{run.checkpoint_path} was trained with other settings:\n  " +
                                       "\n  ".join(mismatches) + "\nDrop these flags (the checkpoint knows its "
@@ -211,6 +224,9 @@ def run_config(args, seed, config, vocab, splits, features, device):
                       "includes_test_words": "test" in vocab.built_from},
             "data": {name: dataclasses.asdict(split.stats) for name, split in splits.items()},
             "data_sha256": {name: downloads.sha256_of(split.path) for name, split in splits.items()},
+            "released_quirks": flags.released_quirks(args),
+            "released_slots": {name: split.pairing_summary() for name, split in splits.items()
+                                 if isinstance(split, as_released.ReleasedSplit)} or None,
             "image_features": None if features is None else {
                 "missing_ids": len(features.missing_ids),
                 "provenance": features.provenance or "no provenance record in the feature file (e.g. the published "
@@ -224,6 +240,12 @@ def train_model(args, splits, vocab, features, device, seed, run):
     word_vectors = None
     if not args.no_w2v:
         word_vectors = data.load_word_vectors(wordvec_path(args), vocab, args.word_emb_dim, seed=seed)
+        if args.released_word_matrix:
+            word_vectors[0] = as_released.pad_row(wordvec_path(args), args.word_emb_dim, seed)
+    elif args.released_word_matrix:
+        logger.info("--released_word_matrix with --no_w2v: row 0 (pad) starts as the %s", "uniform(-0.25, 0.25) "
+                    "draw every row gets" if args.architecture == "authors" else "zeros of the paper's network, "
+                    "which masks pads (the row is never read)")
     config = model_config(args, vocab)
     model = trainer.build_model(config, word_vectors).to(device)
     run.write_config(run_config(args, seed, config, vocab, splits, features, device))
@@ -248,7 +270,9 @@ def evaluate_model(args, model, saved, splits, vocab, features, device, run, met
     metrics.update(best_epoch=saved["epoch"], best_step=saved["step"])
     for name in ("dev", "test"):
         result, predicted = trainer.evaluate(model, splits[name], vocab, features, args.eval_batch_size, device,
-                                             not args.no_progress)
+                                             not args.no_progress, args.released_scorer)
+        if isinstance(splits[name], as_released.ReleasedSplit):  # what was scored: the released slots
+            result["released_slots"] = splits[name].pairing_summary()
         logger.info("\n%s", trainer.format_metrics(name, result))
         metrics[name] = result
         trainer.write_predictions(run.file(f"{name}_predictions.txt"), splits[name].tweets, predicted)
@@ -351,6 +375,11 @@ def run(args):
             adopt_run_data(args, run_dir.read_config(), args.model_dir, refuse_others=args.do_eval)
         if args.do_eval:
             run_dir.check_writable("--do_eval (metrics.json, the predictions)")
+    quirks = flags.released_quirks(args)
+    if quirks:
+        off = [flag for flag in flags.RELEASED_QUIRKS if flag not in quirks]
+        logger.info("Quirks of the released pipeline on%s: %s; off: %s", " (--as_released)" if args.as_released
+                    else "", ", ".join(quirks), ", ".join(off) or "none")
     memory = utils.AnonymousMemorySampler()
     try:
         code = 0

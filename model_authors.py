@@ -353,13 +353,18 @@ class AuthorsACN(nn.Module):
         tags = self.released_tags(batch.tag_ids, lengths, width)                 # (B, P)
         return -self.crf(emissions, tags, mask=torch.ones_like(tags, dtype=torch.bool), reduction="mean")
 
-    @torch.no_grad()
     def decode(self, batch):
-        """Viterbi tag ids for every real token: one list per tweet (its last L positions of the released layout).
+        """Viterbi tag ids for every real token, as `decode_released`, with a pad label predicted on a real token
+        read as "O" (index 0); the released ner_evaluate.get_chunks would count it as a chunk of type '0' instead."""
+        return [[0 if tag == self.pad_label else tag for tag in tags] for tags in self.decode_released(batch)]
+
+    @torch.no_grad()
+    def decode_released(self, batch):
+        """Viterbi tag ids for every real token: one list per tweet (its last L positions of the released layout),
+        the pad label (`pad_label`) included where it is predicted on a real token.
 
         Each tweet is decoded in its own width max(max_seq_len, L), so the result does not depend on the other
-        tweets of the batch (in eval mode). A pad label predicted on a real token becomes "O" (index 0); the
-        released ner_evaluate.get_chunks would count it as a chunk of type '0' instead."""
+        tweets of the batch (in eval mode)."""
         lengths = batch.word_mask.sum(dim=1)                                      # (B,)
         widths = lengths.clamp(min=self.config.max_seq_len)                       # (B,) per-tweet width
         tags = [None] * len(lengths)
@@ -372,6 +377,6 @@ class AuthorsACN(nn.Module):
             every_position = torch.ones(emissions.shape[:2], dtype=torch.bool, device=emissions.device)  # (b, P)
             for row, path in zip(rows.tolist(), self.crf.decode(emissions, mask=every_position)):
                 real = path[width - lengths[row].item():]
-                tags[row] = [0 if tag == self.pad_label else tag for tag in real]
+                tags[row] = real
         return tags
 

@@ -10,6 +10,8 @@ from seqeval.metrics import classification_report, f1_score, precision_score, re
 from seqeval.metrics.sequence_labeling import get_entities
 from tqdm import tqdm
 
+import as_released
+import released
 from data_loader import Vocab, batches, collate, num_batches
 from model import ACN, ModelConfig
 from model_authors import AuthorsACN
@@ -100,11 +102,11 @@ def out_of_memory(exc):
                                             ("not enough memory" in str(exc) or "out of memory" in str(exc)))
 
 
-def decode_or_none(model, batch, device):
+def decode_or_none(decode, batch, device):
     """The model's tag ids for `batch`, or None when memory ran out (any other error is raised). It returns before
     anything is tried again: inside the except block the failed frames, and their tensors, are still held."""
     try:
-        return model.decode(batch.to(device))
+        return decode(batch.to(device))
     except (MemoryError, RuntimeError) as exc:
         if not out_of_memory(exc):
             raise
@@ -113,8 +115,11 @@ def decode_or_none(model, batch, device):
     return None
 
 
-def predict(model, examples, num_tweets, vocab, features, batch_size, device, progress=True, failures=None):
-    """Predicted tags (strings) for every tweet of a file, in file order; [] for a tweet with no tokens.
+def predict(model, examples, num_tweets, vocab, features, batch_size, device, progress=True, failures=None,
+            pad_label=False):
+    """Predicted tags (strings) for every tweet of a file, in file order; [] for a tweet with no tokens. With
+    `pad_label`, a model that has a pad label (the authors' architecture) gives it as the released '0' where it
+    predicts it on a real token, instead of "O".
 
     With a `failures` list (tagging a file), a batch that runs out of memory is tagged again tweet by tweet, and a
     tweet that does not fit alone gets None and its index is appended to `failures`. Without one (scoring, which
@@ -122,17 +127,19 @@ def predict(model, examples, num_tweets, vocab, features, batch_size, device, pr
     model.eval()
     predictions = [[] for _ in range(num_tweets)]
     example_of = {example.index: example for example in examples}
+    decode = model.decode_released if pad_label and hasattr(model, "decode_released") else model.decode
+    names = vocab.tags + [released.PAD_LABEL]  # index len(vocab.tags): the authors' pad label
     stream = batches(examples, batch_size, features, by_length=True)
     for batch in progress_bar(stream, progress, total=num_batches(examples, batch_size), desc="Evaluating",
                               leave=False):
-        tagged = model.decode(batch.to(device)) if failures is None else decode_or_none(model, batch, device)
+        tagged = decode(batch.to(device)) if failures is None else decode_or_none(decode, batch, device)
         if tagged is None and len(batch.indices) > 1:  # one tweet at a time: only the ones that do not fit fail
-            tagged = [(decode_or_none(model, collate([example_of[index]], features), device) or [None])[0]
+            tagged = [(decode_or_none(decode, collate([example_of[index]], features), device) or [None])[0]
                       for index in batch.indices]
         for index, tag_ids in zip(batch.indices, tagged or [None]):
             if tag_ids is None:
                 failures.append(index)
-            predictions[index] = None if tag_ids is None else [vocab.tags[t] for t in tag_ids]
+            predictions[index] = None if tag_ids is None else [names[t] for t in tag_ids]
     return predictions
 
 
@@ -154,10 +161,18 @@ def score(gold, predicted):
             "predicted_entities": len(get_entities(predicted))}
 
 
-def evaluate(model, split, vocab, features, batch_size, device, progress=True):
-    """Score the model on a split (tweets + their full-length examples); returns (metrics, predictions)."""
-    predicted = predict(model, split.examples, len(split.tweets), vocab, features, batch_size, device, progress)
-    return score([tweet.tags for tweet in split.tweets], predicted), predicted
+def evaluate(model, split, vocab, features, batch_size, device, progress=True, released_scorer=False):
+    """Score the model on a split (tweets + their full-length examples); returns (metrics, predictions). With
+    `released_scorer`, metrics["authors_scorer"] also scores the same predictions as the released ner_evaluate.py
+    did, a predicted pad label included (seqeval and the predictions returned read it as "O", as without)."""
+    predicted = predict(model, split.examples, len(split.tweets), vocab, features, batch_size, device, progress,
+                        pad_label=released_scorer)
+    gold = [tweet.tags for tweet in split.tweets]
+    seen = [["O" if tag == released.PAD_LABEL else tag for tag in tags] for tags in predicted]
+    metrics = score(gold, seen)
+    if released_scorer:
+        metrics["authors_scorer"] = as_released.authors_scorer(gold, predicted)
+    return metrics, seen
 
 
 def format_metrics(name, metrics):
@@ -167,6 +182,12 @@ def format_metrics(name, metrics):
     for type_name, r in sorted(metrics["per_type"].items()):
         lines.append(f"  {type_name:<10} P {100 * r['precision']:6.2f}  R {100 * r['recall']:6.2f}  "
                      f"F1 {100 * r['f1']:6.2f}  support {r['support']}")
+    authors = metrics.get("authors_scorer")
+    if authors:
+        lines.append(f"  the authors' scorer (last {authors['window']} tokens, pad-label chunks): P "
+                     f"{100 * authors['precision']:.2f}  R {100 * authors['recall']:.2f}  F1 {100 * authors['f1']:.2f}"
+                     f"  ({authors['tweets']} tweets, {authors['tokens']} tokens, {authors['gold_entities']} gold "
+                     f"entities, {authors['pad_label_predictions']} pad labels predicted)")
     return "\n".join(lines)
 
 

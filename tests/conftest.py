@@ -58,6 +58,16 @@ def write_conll(path, tweets):
     return path
 
 
+def write_public_style(path, tweets):
+    """write_conll, then drop the blank line after the last tweet: the file ends with its last token line, as the
+    public Twitter-2015 files do (the released reader then merges it with the next file's first tweet)."""
+    write_conll(path, tweets)
+    text = path.read_text(encoding="utf-8")
+    assert text.endswith("\n\n")
+    path.write_text(text[:-1], encoding="utf-8")
+    return path
+
+
 def write_features(path, img_ids, dtype=torch.float32, seed=0, shape=(49, 512)):
     generator = torch.Generator().manual_seed(seed)
     feats = {img_id: torch.rand(*shape, generator=generator).to(dtype) for img_id in img_ids}

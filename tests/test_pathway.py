@@ -101,3 +101,28 @@ def test_image_use_diagnostic_sees_a_model_that_relies_on_its_image(pathway_runs
     assert use["gate"] > 0.05, use
     assert 0.0 <= use["saturated"] <= 1.0
     assert use["f1"] < pathway_runs[architecture, "image"] - 0.25, (use, pathway_runs)
+
+
+def test_released_pairing_experiment_runs_each_job_once_and_tabulates_what_finished(tmp_path, capsys):
+    """bench.py --released_pairing_experiment: jobs run `parallel` at a time, a job whose metrics.json has test
+    scores is not run again, and the table gives mean +- sample std of both scorers over the finished seeds."""
+    import sys
+
+    def job(folder, f1, authors_f1):  # a stand-in for main.py: writes the metrics.json a run would
+        metrics = {"best_epoch": 2, "test": {"f1": f1, "tweets": 9, "authors_scorer": {"f1": authors_f1, "tweets": 9}}}
+        code = (f"import json, os; os.makedirs({str(folder)!r}, exist_ok=True); "
+                f"json.dump({metrics!r}, open(os.path.join({str(folder)!r}, 'metrics.json'), 'w'))")
+        return str(folder), [sys.executable, "-c", code]
+    jobs = [job(tmp_path / "a7", 0.5, 0.4), job(tmp_path / "a8", 0.7, 0.6), job(tmp_path / "b7", 0.1, 0.2)]
+    pathway.run_commands(jobs[:2], parallel=2)
+    assert capsys.readouterr().out.count("started") == 2
+    pathway.run_commands(jobs, parallel=2)  # a7 and a8 are done: only b7 runs
+    assert capsys.readouterr().out.count("started") == 1
+    table = pathway.experiment_table({("m", "files"): [str(tmp_path / "a7"), str(tmp_path / "a8")],
+                                      ("m", "released"): [str(tmp_path / "b7"), str(tmp_path / "b8")],
+                                      ("n", "files"): [str(tmp_path / "c7")]})
+    # a: 50 and 70 -> 60.00 +- 14.14 (sample std); authors 40 and 60 -> 50.00 +- 14.14. b: one seed of two.
+    assert table[2] == "| m | files | 60.00 +- 14.14 | 50.00 +- 14.14 | 50.00 / 40.00, 70.00 / 60.00 | 9 / 9 | 2, 2 " \
+                       "(2 of 2 seeds) |"
+    assert table[3].endswith("| 10.00 / 20.00 | 9 / 9 | 2 (1 of 2 seeds) |")
+    assert table[4] == "| n | files | not run | | | | |"
