@@ -338,6 +338,21 @@ def test_bad_feature_names_the_id(tmp_path, value, message):
         image_features.load_image_features(str(tmp_path / "f.pt"), ["7"])
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32, torch.float64])
+def test_feature_check_finds_one_non_finite_value_and_passes_the_largest_finite_ones(dtype):
+    """all_finite checks a feature through its sum in a wider type: the largest finite values do not overflow it,
+    and one NaN or infinity, or two infinities of opposite signs, show."""
+    largest = torch.full((49, 512), torch.finfo(dtype).max, dtype=dtype)
+    assert image_features.all_finite(largest) and image_features.all_finite(-largest)
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        value = torch.rand(49, 512).to(dtype)
+        value[48, 511] = bad
+        assert not image_features.all_finite(value)
+    value = largest.clone()
+    value[0, :2] = torch.tensor([float("inf"), -float("inf")])
+    assert not image_features.all_finite(value)
+
+
 def test_feature_file_not_torch_or_not_a_mapping(tmp_path):
     (tmp_path / "junk.pt").write_text("hello")
     with pytest.raises(data.DataError, match="not a readable torch file"):
