@@ -235,7 +235,7 @@ def run_config(args, seed, config, vocab, splits, features, device):
 
 def train_model(args, splits, vocab, features, device, seed, run):
     """Train one model into the run folder `run` (checkpoint, config.json, metrics.json, training curve). Returns
-    the metrics and whether training was interrupted."""
+    the metrics, whether training was interrupted, and the dev scores and predictions of the kept checkpoint."""
     utils.set_seed(seed)
     word_vectors = None
     if not args.no_w2v:
@@ -262,15 +262,19 @@ def train_model(args, splits, vocab, features, device, seed, run):
     run.write_metrics(metrics)
     if summary["history"]:
         plots.plot_training_curve(summary["history"], run.file("training_curve.png"))
-    return metrics, summary["interrupted"]
+    return metrics, summary["interrupted"], (summary["best"]["dev"], summary["best"]["predicted"])
 
 
-def evaluate_model(args, model, saved, splits, vocab, features, device, run, metrics, memory, wall_start):
-    """Score the model on dev and test; write metrics.json and the predictions into the run folder."""
+def evaluate_model(args, model, saved, splits, vocab, features, device, run, metrics, memory, wall_start,
+                   scored=None):
+    """Score the model on dev and test; write metrics.json and the predictions into the run folder. `scored` maps
+    a split to the (scores, predictions) training already had of this checkpoint (its dev evaluation): the same
+    model, batches and code give the same predictions, so they are not computed again."""
     metrics.update(best_epoch=saved["epoch"], best_step=saved["step"])
     for name in ("dev", "test"):
-        result, predicted = trainer.evaluate(model, splits[name], vocab, features, args.eval_batch_size, device,
-                                             not args.no_progress, args.released_scorer)
+        result, predicted = (scored or {}).get(name) or trainer.evaluate(
+            model, splits[name], vocab, features, args.eval_batch_size, device, not args.no_progress,
+            args.released_scorer)
         if isinstance(splits[name], as_released.ReleasedSplit):  # what was scored: the released slots
             result["released_slots"] = splits[name].pairing_summary()
         logger.info("\n%s", trainer.format_metrics(name, result))
@@ -320,8 +324,11 @@ def train_and_evaluate(args, device, memory):
         for seed, run in folders.items():
             wall_start = time.time()
             metrics = run.read_metrics() if not args.do_train else {}
+            scored = None
             if args.do_train:
-                metrics, interrupted = train_model(args, splits, vocab, features, device, seed, run)
+                metrics, interrupted, best_dev = train_model(args, splits, vocab, features, device, seed, run)
+                if best_dev[1] is not None and not args.released_scorer:  # training scored dev with seqeval only
+                    scored = {"dev": best_dev}
                 if interrupted:
                     logger.warning("Training was interrupted; skipping evaluation.%s", " Evaluate the saved "
                                    "checkpoint with --do_eval." if os.path.isfile(run.checkpoint_path) else "")
@@ -332,7 +339,7 @@ def train_and_evaluate(args, device, memory):
             if args.do_eval:
                 model, saved = trained
                 metrics = evaluate_model(args, model, saved, splits, vocab, features, device, run, metrics, memory,
-                                         wall_start)
+                                         wall_start, scored)
                 per_seed.append(results.seed_row(seed, metrics))
         if args.seeds:
             configuration = results.run_configuration(vars(args), flags.flag_defaults())

@@ -246,7 +246,8 @@ def train(model, train_examples, dev, vocab, features, *, checkpoint_path, optim
           epochs, batch_size, eval_batch_size, logging_steps, seed, device, progress=True):
     """Train, evaluating on dev after every epoch (and every `logging_steps` steps if > 0); the checkpoint with the
     best dev F1 is kept at `checkpoint_path`. When dev has no gold entity, F1 cannot choose, and the latest
-    evaluation is kept instead (said in the log). Returns the history and the best evaluation.
+    evaluation is kept instead (said in the log). Returns the history and the best evaluation (its scores, and
+    `predicted`: its dev predictions, which are the checkpoint's).
 
     Ctrl-C (or SIGTERM, which main.py turns into the same exception) stops training between two steps: the best
     checkpoint so far is intact (it is written atomically), and the interruption is reported in the returned
@@ -256,7 +257,7 @@ def train(model, train_examples, dev, vocab, features, *, checkpoint_path, optim
         raise TrainingError("the training data has no tweet with tokens: there is nothing to train on")
     optimizer = make_optimizer(optimizer_name, model.parameters(), learning_rate)
     generator = torch.Generator().manual_seed(seed)
-    history, best = [], {"dev_f1": -1.0, "epoch": None, "step": None, "dev": None}
+    history, best = [], {"dev_f1": -1.0, "epoch": None, "step": None, "dev": None, "predicted": None}
     step, steps_per_epoch = 0, num_batches(train_examples, batch_size)
     dev_has_entities = dev_can_choose(dev)
     start = time.time()
@@ -265,7 +266,7 @@ def train(model, train_examples, dev, vocab, features, *, checkpoint_path, optim
         if not all(torch.isfinite(p).all() for p in model.parameters()):  # one update can overflow float32
             raise TrainingError(f"the weights are no longer finite after step {step} (epoch {epoch}): training "
                                 f"diverged. Lower --learning_rate (now {learning_rate}); {kept()}.")
-        metrics, _ = evaluate(model, dev, vocab, features, eval_batch_size, device, progress)
+        metrics, predicted = evaluate(model, dev, vocab, features, eval_batch_size, device, progress)
         model.train()
         entry = {"epoch": epoch, "step": step, "train_loss": train_loss, "dev_f1": metrics["f1"],
                  "elapsed_s": round(time.time() - start, 2)}
@@ -273,7 +274,7 @@ def train(model, train_examples, dev, vocab, features, *, checkpoint_path, optim
         logger.info("epoch %s step %d: train loss %.4f, dev F1 %.2f", epoch, step, train_loss, 100 * metrics["f1"])
         if metrics["f1"] > best["dev_f1"] or not dev_has_entities:
             save_checkpoint(checkpoint_path, model, vocab, epoch, step, metrics["f1"])
-            best.update(dev_f1=metrics["f1"], epoch=epoch, step=step, dev=metrics)
+            best.update(dev_f1=metrics["f1"], epoch=epoch, step=step, dev=metrics, predicted=predicted)
             logger.info("%s dev F1 %.2f; saved %s", "new best" if dev_has_entities else "latest",
                         100 * metrics["f1"], checkpoint_path)
 

@@ -70,10 +70,15 @@ def test_eval_only_reuses_vocab_and_checkpoint(tmp_path, tiny_data):
     data_dir, _ = tiny_data
     run_main(tmp_path, data_dir, "--do_train", "--do_eval")
     first = json.loads((tmp_path / "model" / "metrics.json").read_text())
+    dev_predictions = (tmp_path / "model" / "dev_predictions.txt").read_text()
     assert run_main(tmp_path, data_dir, "--do_eval") == 0
     again = json.loads((tmp_path / "model" / "metrics.json").read_text())
     assert again["test"]["f1"] == pytest.approx(first["test"]["f1"])
     assert again["history"] == first["history"]  # eval-only keeps the training record
+    # after training, dev was not evaluated again: its scores and predictions came from training's evaluation of the
+    # kept checkpoint, and equal those of the checkpoint loaded and evaluated anew
+    assert again["dev"] == first["dev"]
+    assert (tmp_path / "model" / "dev_predictions.txt").read_text() == dev_predictions
 
 
 def test_text_only_needs_no_feature_file(tmp_path, tiny_data):
