@@ -4,12 +4,18 @@
     python bench.py --pathway   # the image-pathway experiment (pathway.py; paper 3 epochs, authors 12)
     python bench.py --pathway --pathway_scale 0.1   # the same with the features scaled by 0.1
     python bench.py --released_pairing_experiment   # the released reader's pairing against the files' own
+    python bench.py --baseline_dir /tmp/base        # this checkout against another one (compare.py)
 
 Prints one table: training throughput (tweets/s, steady state) of both architectures, evaluation throughput,
 tagging throughput of raw tweets (tokenising, and with images a random-weight VGG16 on the fly), the wall time,
 peak resident and peak anonymous memory of the complete default run (`main.py --do_train --do_eval --no_w2v`, run
 as a child process), and one training step of our co-attention against the literal `.repeat()` + concat
 formulation of the same equations (reference_model.py). On CUDA too when a GPU is present.
+
+With --baseline_dir (one or more other checkouts of the project, e.g. the code before a change made with
+`git worktree add /tmp/base <commit>`), it prints instead the comparison of compare.py: training throughput of both
+architectures and the complete default run, every checkout measured back to back in child processes, with the
+speed-up of this one (and of each further baseline) against the first.
 """
 import argparse
 import logging
@@ -30,11 +36,14 @@ import predict  # noqa: E402
 import raw_tweets  # noqa: E402
 import trainer  # noqa: E402
 import vgg  # noqa: E402
+import compare  # noqa: E402
 from model import ACN, ModelConfig  # noqa: E402
 from model_authors import AuthorsACN  # noqa: E402
 from flags import seed_list  # noqa: E402
 from pathway import full_run, pathway, released_pairing_experiment  # noqa: E402
 from reference_model import LiteralACN  # noqa: E402
+
+HERE = os.path.dirname(os.path.abspath(__file__))
 
 
 
@@ -159,7 +168,8 @@ def throughput_rows(args, work_dir):
         if not args.skip_float32_run:
             runs.append(("cpu", "float32", ["--no_cuda"]))
         for label, dtype, flags in runs:
-            wall, metrics = full_run(os.path.join(work_dir, dtype), flags)
+            wall, metrics = full_run(os.path.join(work_dir, dtype), flags + (["--threads", str(args.threads)]
+                                                                             if args.threads else []))
             name = f"{label}, {dtype} features: complete default run"
             rows += [(f"{name}, wall (s)", f"{wall:.1f}"),
                      (f"{name}, peak anonymous memory RssAnon (GB)", f"{metrics['peak_anonymous_memory_gb']:.2f}"),
@@ -177,6 +187,12 @@ def main():
     p.add_argument("--steps", type=int, default=100, help="timed training steps per device")
     p.add_argument("--skip_full_run", action="store_true", help="only the throughput rows")
     p.add_argument("--skip_float32_run", action="store_true", help="no second full run with float32 features")
+    p.add_argument("--baseline_dir", action="append", default=[], metavar="DIR",
+                   help="another checkout of the project to compare this one with, back to back (repeatable: the "
+                        "first is the reference, e.g. the code before a change; `git worktree add DIR <commit>`)")
+    p.add_argument("--rounds", type=int, default=2, help="with --baseline_dir: back-to-back rounds (medians reported)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads for every measurement (default: torch's own; 1 on a busy machine)")
     p.add_argument("--pathway", action="store_true", help="run the image-pathway experiment instead")
     p.add_argument("--pathway_epochs", type=int, default=3, help="training epochs of the pathway runs of `paper`")
     p.add_argument("--pathway_authors_epochs", type=int, default=12,
@@ -193,6 +209,8 @@ def main():
     work_dir = args.work_dir or tempfile.mkdtemp(prefix="acn-bench-")
     logging.basicConfig(level=logging.ERROR)
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     if args.released_pairing_experiment:
         print("\n".join(released_pairing_experiment(args.data_dir, work_dir, args.pathway_epochs,
                                                     args.pathway_authors_epochs, args.experiment_seeds,
@@ -200,6 +218,14 @@ def main():
         rows = []
     elif args.pathway:
         rows = pathway(args.data_dir, work_dir, args.pathway_epochs, args.pathway_authors_epochs, args.pathway_scale)
+    elif args.baseline_dir:
+        prepare(args.data_dir, work_dir)
+        versions = [("base" if i == 0 else f"base{i + 1}", os.path.abspath(folder))
+                    for i, folder in enumerate(args.baseline_dir)] + [("now", HERE)]
+        rows = [("machine", f"{os.cpu_count()} CPU cores, torch {torch.__version__}, "
+                            f"{args.threads or torch.get_num_threads()} threads")]
+        rows += compare.compare(versions, os.path.join(work_dir, "float16"), work_dir, args.steps, args.rounds,
+                                args.threads, with_full_run=not args.skip_full_run)
     else:
         rows = throughput_rows(args, work_dir)
     if rows:
