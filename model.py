@@ -60,11 +60,17 @@ class CharCNN(nn.Module):
     then 96 -> 100 (ReLU, dropout) -> 50 as in the seed PyTorch implementation (the authors' Keras code stacks
     three conv/pool layers instead). Windows start at every real character of the word and read zero (pad)
     embeddings past its end, so a word's representation does not depend on how far the batch pads words; only
-    real words go through the CNN (pad words get zeros)."""
+    real words go through the CNN (pad words get zeros).
+
+    Computed as one matrix product over the real windows only: each window's characters (the widest kernel's
+    number, pads past the word's end) are looked up at once, and the three kernels, zero-padded to the widest,
+    are one weight matrix; the max per word and filter runs over its windows (segment_reduce). The Conv1d layers
+    hold the weights. The same numbers as the three convolutions over the (words x longest word) grid, whose
+    windows were mostly pads, up to float rounding; tests/test_model.py compares both."""
 
     def __init__(self, num_chars, char_emb_dim, kernel_sizes, num_filters, out_dim, dropout):
         super().__init__()
-        self.char_emb = nn.Embedding(num_chars, char_emb_dim, padding_idx=0)
+        self.char_emb = nn.Embedding(num_chars, char_emb_dim, padding_idx=0)  # row 0 stays 0: pads read zeros
         nn.init.uniform_(self.char_emb.weight, -0.25, 0.25)
         with torch.no_grad():
             self.char_emb.weight[0].zero_()
@@ -74,17 +80,26 @@ class CharCNN(nn.Module):
         self.project = nn.Sequential(nn.Linear(num_filters * len(self.kernel_sizes), 100), nn.ReLU(),
                                      nn.Dropout(dropout), nn.Linear(100, out_dim))
 
+    def window_weights(self):
+        """The kernels as one (widest * E, filters of all widths) matrix, each zero-padded to the widest; rows
+        position-major (position 0's E channels first), as the windows' embeddings are laid out. And the biases."""
+        widest = max(self.kernel_sizes)
+        weight = torch.cat([F.pad(conv.weight, (0, widest - k)) for k, conv in zip(self.kernel_sizes, self.convs)])
+        return weight.transpose(1, 2).reshape(weight.size(0), -1).t(), torch.cat([conv.bias for conv in self.convs])
+
     def forward(self, char_ids, word_mask):
         B, S, C = char_ids.shape
         chars = char_ids[word_mask]                                        # (N, C) the N real words only
         char_mask = chars != 0                                             # (N, C)
-        embedded = self.char_emb(chars).transpose(1, 2)                    # (N, E, C) channels first for conv
-        pooled = []
-        for k, conv in zip(self.kernel_sizes, self.convs):
-            windows = torch.tanh(conv(F.pad(embedded, (0, k - 1))))        # (N, F, C) one window per start char
-            windows = windows.masked_fill(~char_mask[:, None, :], float("-inf"))
-            pooled.append(windows.amax(dim=2))                             # (N, F)
-        word_feats = self.project(self.dropout(torch.cat(pooled, dim=1)))  # (N, out_dim)
+        widest = max(self.kernel_sizes)
+        word, start = char_mask.nonzero(as_tuple=True)                     # (W,) each window, word by word
+        window_chars = F.pad(chars, (0, widest - 1))[word[:, None], start[:, None] + torch.arange(
+            widest, device=chars.device)]                                  # (W, widest) pads past the word's end
+        windows = self.char_emb(window_chars).flatten(1)                  # (W, widest * E)
+        weight, bias = self.window_weights()
+        scores = torch.tanh(torch.addmm(bias, windows, weight))            # (W, F * kernels)
+        pooled = torch.segment_reduce(scores, "max", lengths=char_mask.sum(dim=1), axis=0)  # (N, F * kernels)
+        word_feats = self.project(self.dropout(pooled))                    # (N, out_dim)
         out = word_feats.new_zeros(B, S, word_feats.size(-1))              # (B, S, out_dim), 0 at pads
         out[word_mask] = word_feats
         return out
