@@ -7,7 +7,8 @@ Measured per checkout: training throughput of the paper's architecture (batch 16
 complete default run (`main.py --do_train --do_eval --no_w2v`): its wall time, the time spent inside training
 steps (trainer.train_step, timed from outside the checkout's code), the rest (start-up, data, evaluations,
 outputs), peak anonymous memory and F1. The workers use only what every checkout since the project's redesign
-has: data_loader, image_features, trainer, model and main.
+has, and the one before it (issue 20's base,
+where data_loader read the features and model.py built the model): data_loader, trainer, model and main.
 """
 import json
 import os
@@ -27,9 +28,14 @@ if threads:
     torch.set_num_threads(threads)
 logging.basicConfig(level=logging.ERROR)
 import data_loader as data
-import image_features
 import trainer
+import model as model_module
 from model import ModelConfig
+try:
+    import image_features
+except ImportError:  # before the redesign (the code before issue 20), the features were read by data_loader
+    image_features = data
+build_model = getattr(trainer, "build_model", None) or model_module.build_model
 splits = {name: data.read_split(name, os.path.join(data_dir, name)) for name in ("train", "dev", "test")}
 ids = list(dict.fromkeys(i for split in splits.values() for i in split.img_ids))
 features = image_features.load_image_features(os.path.join(data_dir, "img_vgg_features.pt"), ids)
@@ -43,7 +49,7 @@ else:
     examples = data.encode_tweets(splits["train"].tweets, vocab, 30, features, 35, keep="last")
     batch_size, optimizer_name = 10, "rmsprop"
 torch.manual_seed(7)
-model = trainer.build_model(ModelConfig(len(vocab.words), len(vocab.chars), len(vocab.tags), architecture=architecture))
+model = build_model(ModelConfig(len(vocab.words), len(vocab.chars), len(vocab.tags), architecture=architecture))
 optimizer = trainer.make_optimizer(optimizer_name, model.parameters(), 1e-3)
 def epochs(generator=torch.Generator().manual_seed(0)):
     while True:
