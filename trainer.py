@@ -6,8 +6,7 @@ import math
 import time
 
 import torch
-from seqeval.metrics import classification_report, f1_score, precision_score, recall_score
-from seqeval.metrics.sequence_labeling import get_entities
+from seqeval.metrics.sequence_labeling import get_entities, precision_recall_fscore_support
 from tqdm import tqdm
 
 import as_released
@@ -144,21 +143,25 @@ def predict(model, examples, num_tweets, vocab, features, batch_size, device, pr
 
 
 def score(gold, predicted):
-    """Entity-level precision/recall/F1 (seqeval, conlleval rules) overall and per entity type, with counts."""
-    per_type = {}
-    if get_entities(gold) or get_entities(predicted):  # with neither, seqeval averages empty arrays (numpy warns)
-        report = classification_report(gold, predicted, output_dict=True, zero_division=0)
-        per_type = {name: {"precision": float(r["precision"]), "recall": float(r["recall"]),
-                           "f1": float(r["f1-score"]), "support": int(r["support"])}
-                    for name, r in report.items() if not name.endswith(" avg")}
-    return {"precision": float(precision_score(gold, predicted, zero_division=0)),  # seqeval gives numpy floats
-            "recall": float(recall_score(gold, predicted, zero_division=0)),
-            "f1": float(f1_score(gold, predicted, zero_division=0)),
+    """Entity-level precision/recall/F1 (seqeval, conlleval rules) overall and per entity type, with counts. The
+    same numbers as seqeval's classification_report and precision/recall/f1_score, from two of its calls instead of
+    seven (each reads every entity of both sides again)."""
+    gold_entities, predicted_entities = get_entities(gold), get_entities(predicted)
+    per_type, overall = {}, (0.0, 0.0, 0.0)
+    if gold_entities or predicted_entities:  # with neither, seqeval averages empty arrays (numpy warns)
+        types = sorted({name for name, _, _ in gold_entities + predicted_entities})  # seqeval's order of its rows
+        rows = zip(types, *precision_recall_fscore_support(gold, predicted, average=None, zero_division=0))
+        per_type = {name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(support)}
+                    for name, p, r, f, support in rows}
+        overall = precision_recall_fscore_support(gold, predicted, average="micro", zero_division=0)[:3]
+    return {"precision": float(overall[0]),  # seqeval gives numpy floats
+            "recall": float(overall[1]),
+            "f1": float(overall[2]),
             "per_type": per_type,
             "tweets": len(gold),
             "tokens": sum(len(tags) for tags in gold),
-            "gold_entities": len(get_entities(gold)),
-            "predicted_entities": len(get_entities(predicted))}
+            "gold_entities": len(gold_entities),
+            "predicted_entities": len(predicted_entities)}
 
 
 def evaluate(model, split, vocab, features, batch_size, device, progress=True, released_scorer=False):

@@ -3,13 +3,16 @@
 Unset: skipped with that reason. Set but missing: fails. .ci/run sets it to ../shared/data/twitter2015."""
 import json
 import os
+import random
 import shutil
 
 import pytest
 import torch
+from seqeval.metrics import classification_report, f1_score, precision_score, recall_score
 from seqeval.metrics.sequence_labeling import get_entities
 
 import data_loader as data
+import trainer
 from conftest import real_data_folder, run_main, write_conll
 
 EXPECTED = {"train": (4000, 64439), "dev": (1000, 16178), "test": (3257, 52822)}
@@ -26,6 +29,27 @@ def test_reads_every_tweet_and_token(twitter2015_dir):
         assert (stats.tweets, stats.tokens) == (tweets, tokens), name
         assert stats.missing_tags == 0 and stats.empty_tweets == 0
         assert all(tweet.img_id.isdigit() for tweet in read)
+
+
+@pytest.mark.parametrize("noise", [0.0, 0.05, 0.3])
+def test_score_gives_seqeval_report_and_scores_exactly(twitter2015_dir, noise):
+    """trainer.score makes two of seqeval's calls: its numbers are those of seqeval's classification_report and
+    precision/recall/f1_score, float for float, on the real test tags with some tags changed at random."""
+    gold = [tweet.tags for tweet in data.read_tweets(os.path.join(twitter2015_dir, "test"))[0]]
+    rng = random.Random(noise)
+    tags = sorted({tag for tags in gold for tag in tags})
+    predicted = [[rng.choice(tags) if rng.random() < noise else tag for tag in tags_] for tags_ in gold]
+    scores = trainer.score(gold, predicted)
+    report = classification_report(gold, predicted, output_dict=True, zero_division=0)
+    assert scores["per_type"] == {
+        name: {"precision": r["precision"], "recall": r["recall"], "f1": r["f1-score"], "support": r["support"]}
+        for name, r in report.items() if not name.endswith(" avg")}
+    assert (scores["precision"], scores["recall"], scores["f1"]) == (
+        precision_score(gold, predicted, zero_division=0), recall_score(gold, predicted, zero_division=0),
+        f1_score(gold, predicted, zero_division=0))
+    assert scores["gold_entities"] == len(get_entities(gold)) == 5215
+    assert scores["predicted_entities"] == len(get_entities(predicted))
+    assert (noise == 0.0) == (scores["f1"] == 1.0)
 
 
 def test_train_subset_and_evaluate_everything(tmp_path, twitter2015_dir):
