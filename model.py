@@ -200,23 +200,29 @@ class CoAttentionScore(nn.Module):
 
 
 class WordGuidedVisualAttention(nn.Module):
-    """Section 3: α_{t,i} = softmax_i(score(ṽ_i, h_t)),  v̂_t = Σ_i α_{t,i} ṽ_i."""
+    """Section 3: α_{t,i} = softmax_i(score(ṽ_i, h_t)),  v̂_t = Σ_i α_{t,i} ṽ_i.
+
+    concat: the query term is the same for every region, so the softmax cancels it and α_t, hence v̂_t, is the
+    same for every word t: computed once per tweet, from the first word's query. Returns v̂ and α with one row per
+    tweet (concat, (B, 1, ·)) or per word (additive, (B, S, ·))."""
 
     def __init__(self, hidden_dim, attention):
         super().__init__()
         self.scores = CoAttentionScore(hidden_dim, attention)
 
     def forward(self, regions, words):
-        alpha = torch.softmax(self.scores(regions, words), dim=-1)  # (B, S, R)
-        return alpha @ regions, alpha                               # (B, S, k), (B, S, R)
+        queries = words[:, :1] if self.scores.attention == "concat" else words  # (B, 1, k) or (B, S, k)
+        alpha = torch.softmax(self.scores(regions, queries), dim=-1)            # (B, 1 or S, R)
+        return alpha @ regions, alpha                                           # (B, 1 or S, k), (B, 1 or S, R)
 
 
 class ImageGuidedTextualAttention(nn.Module):
     """Section 4: β_{t,j} = softmax_j(score(h_j, v̂_t)) over the real words j,  ĥ_t = Σ_j β_{t,j} h_j.
 
     concat: the query term is the same for every word j, so the softmax cancels it and β_t is one vector for every
-    t: computed once, from the first word's query, and expanded (views, no (S, S) memory). additive: in chunks of
-    query words, each (B, c, S). Returns ĥ (B, S, k) and β (B, S, S), or None for β when `keep_map` is False."""
+    t: computed once, from the first word's query; ĥ is returned as (B, 1, k), one row per tweet, and the map
+    expanded (a view, no (S, S) memory). additive: in chunks of query words, each (B, c, S); ĥ is (B, S, k).
+    β is (B, S, S), or None when `keep_map` is False."""
 
     def __init__(self, hidden_dim, attention):
         super().__init__()
@@ -232,7 +238,7 @@ class ImageGuidedTextualAttention(nn.Module):
         if self.scores.attention == "concat":
             beta = self.weights(words, attended_regions[:, :1], word_mask)    # (B, 1, S) the same for every t
             beta_map = beta.expand(B, S, S) if keep_map else None             # (B, S, S) a view
-            return (beta @ words).expand(B, S, k), beta_map                   # (B, S, k) a view
+            return beta @ words, beta_map                                     # (B, 1, k)
         attended = words.new_empty(B, S, k)                                   # (B, S, k) filled chunk by chunk
         beta_map = words.new_empty(B, S, S) if keep_map else None             # (B, S, S)
         for part in query_slices(S, B, S, k):
@@ -248,7 +254,7 @@ class ImageGuidedTextualAttention(nn.Module):
 
 class GatedMultimodalFusion(nn.Module):
     """hv_t = tanh(W_v v̂_t + b_v),  hw_t = tanh(W_w ĥ_t + b_w),  g_t = σ(w_g · [hv_t ; hw_t] + b_g),
-    m_t = g_t hv_t + (1 - g_t) hw_t."""
+    m_t = g_t hv_t + (1 - g_t) hw_t. Per word, or once per tweet when v̂ and ĥ are (concat: (B, 1, k))."""
 
     def __init__(self, hidden_dim):
         super().__init__()
@@ -257,10 +263,10 @@ class GatedMultimodalFusion(nn.Module):
         self.gate = nn.Linear(2 * hidden_dim, 1)
 
     def forward(self, attended_regions, attended_words):
-        hv = torch.tanh(self.visual(attended_regions))                  # (B, S, k)
-        hw = torch.tanh(self.textual(attended_words))                   # (B, S, k)
-        g = torch.sigmoid(self.gate(torch.cat([hv, hw], dim=-1)))       # (B, S, 1)
-        return g * hv + (1 - g) * hw                                    # (B, S, k)
+        hv = torch.tanh(self.visual(attended_regions))                  # (B, S', k), S' = 1 (concat) or S
+        hw = torch.tanh(self.textual(attended_words))                   # (B, S', k)
+        g = torch.sigmoid(self.gate(torch.cat([hv, hw], dim=-1)))       # (B, S', 1)
+        return g * hv + (1 - g) * hw                                    # (B, S', k)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -269,7 +275,8 @@ class GatedMultimodalFusion(nn.Module):
 class FiltrationGate(nn.Module):
     """s_t = σ(w_s · [W_sh h_t ; W_sm m_t + b_sm] + b_s),  u_t = s_t tanh(W_m m_t + b_m),
     e_t = W_e [h_t ; u_t] + b_e. The paper leaves open how the 2k-d vector becomes a gate; as the seed
-    implementation, a linear map w_s to one scalar per word."""
+    implementation, a linear map w_s to one scalar per word. m is per word (B, S, k), or one row per tweet
+    (B, 1, k), which every word of the tweet shares."""
 
     def __init__(self, hidden_dim, num_tags):
         super().__init__()
@@ -280,7 +287,9 @@ class FiltrationGate(nn.Module):
         self.emission = nn.Linear(2 * hidden_dim, num_tags)           # W_e, b_e
 
     def forward(self, words, multimodal):
-        s = torch.sigmoid(self.gate(torch.cat([self.text(words), self.multimodal(multimodal)], dim=-1)))  # (B, S, 1)
+        text_part = self.text(words)                                   # (B, S, k)
+        multimodal_part = self.multimodal(multimodal).expand_as(text_part)  # (B, S, k) a view when m is per tweet
+        s = torch.sigmoid(self.gate(torch.cat([text_part, multimodal_part], dim=-1)))  # (B, S, 1)
         u = s * torch.tanh(self.filtered(multimodal))                  # (B, S, k)
         return self.emission(torch.cat([words, u], dim=-1))           # (B, S, T)
 
@@ -321,10 +330,12 @@ class ACN(nn.Module):
         if not self.config.use_image:
             return self.emission(words), None
         regions = self.region_projection(batch.region_feats)                             # (B, R, k)
-        attended_regions, alpha = self.visual_attention(regions, words)                  # (B, S, k), (B, S, R)
+        # S' = 1 with the concat attention: v̂, ĥ and m are the same for every word (docs/model.md), one row per tweet
+        attended_regions, alpha = self.visual_attention(regions, words)                  # (B, S', k), (B, S', R)
         attended_words, beta = self.textual_attention(words, attended_regions, batch.word_mask,
-                                                      textual_map)                       # (B, S, k), (B, S, S)
-        multimodal = self.fusion(attended_regions, attended_words)                       # (B, S, k)
+                                                      textual_map)                       # (B, S', k), (B, S, S)
+        multimodal = self.fusion(attended_regions, attended_words)                       # (B, S', k)
+        alpha = alpha.expand(-1, words.size(1), -1)                                      # (B, S, R) a view
         return self.filtration(words, multimodal), {"visual": alpha, "textual": beta}
 
     def loss(self, batch):

@@ -23,6 +23,7 @@ def random_batch(lengths, word_len=6, seed=0):
 
 
 def test_factored_coattention_equals_literal_formula():
+    """With concat, v̂, α and ĥ come as one row per tweet (B, 1, ·): the literal formula's rows, every one."""
     torch.manual_seed(0)
     model = ACN(config())
     B, S, R, k = 3, 7, 49, 16
@@ -32,8 +33,9 @@ def test_factored_coattention_equals_literal_formula():
     h_hat, beta = model.textual_attention(words, v_hat, word_mask)
     ref_v, ref_alpha, ref_h, ref_beta = literal_coattention(model.visual_attention, model.textual_attention,
                                                             regions, words, word_mask)
+    assert v_hat.shape == (B, 1, k) and alpha.shape == (B, 1, R) and h_hat.shape == (B, 1, k)
     for ours, ref in ((v_hat, ref_v), (alpha, ref_alpha), (h_hat, ref_h), (beta, ref_beta)):
-        torch.testing.assert_close(ours, ref, rtol=1e-5, atol=1e-6)
+        torch.testing.assert_close(ours.expand_as(ref), ref, rtol=1e-5, atol=1e-6)
     assert beta[1, :, 4:].eq(0).all() and beta[2, :, 1:].eq(0).all()  # pads never attended
 
 
