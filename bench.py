@@ -220,8 +220,11 @@ def main():
         rows = pathway(args.data_dir, work_dir, args.pathway_epochs, args.pathway_authors_epochs, args.pathway_scale)
     elif args.baseline_dir:
         prepare(args.data_dir, work_dir)
-        versions = [("base" if i == 0 else f"base{i + 1}", os.path.abspath(folder))
-                    for i, folder in enumerate(args.baseline_dir)] + [("now", HERE)]
+        versions = [(os.path.basename(os.path.abspath(folder)), os.path.abspath(folder))  # labelled by folder name
+                    for folder in args.baseline_dir] + [("now", HERE)]
+        labels = [label for label, _ in versions]
+        if len(set(labels)) < len(labels):
+            p.error(f"--baseline_dir folders are labelled by their names, which repeat: {labels}; name them apart")
         rows = [("machine", f"{os.cpu_count()} CPU cores, torch {torch.__version__}, "
                             f"{args.threads or torch.get_num_threads()} threads")]
         rows += compare.compare(versions, os.path.join(work_dir, "float16"), work_dir, args.steps, args.rounds,
