@@ -177,6 +177,9 @@ def compare(versions, data_dir, work_dir, steps, rounds, threads, with_full_run=
             {label: statistics.median(r["metrics"]["peak_anonymous_memory_gb"] for r in runs[label])
              for label, _ in versions}, better="lower")
         for label, _ in versions:
+            each = [f"{r['wall']:.1f} / {r['wall'] - r['training']:.1f}" for r in runs[label]]
+            rows.append((f"{label}: wall / everything else of each round (s)", ", ".join(each)))
+        for label, _ in versions:
             f1 = [f"{100 * r['metrics']['dev']['f1']:.2f} / {100 * r['metrics']['test']['f1']:.2f}" for r in runs[label]]
             rows.append((f"{label}: dev / test F1 of each round (seed 7)", ", ".join(f1)))
     every_run = [run for values in training.values() for run in values] + [r for v in runs.values() for r in v]
