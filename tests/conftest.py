@@ -1,6 +1,7 @@
 """Shared helpers: small IMGID-CoNLL files and synthetic VGG features written by the tests themselves."""
 import os
 import random
+import signal
 import sys
 
 # One thread per process, for this process and every program a test starts (they inherit the environment). The
@@ -97,6 +98,13 @@ def data_folder(tmp_path, good=("a", "b"), bad=("bad",), missing=("gone",)):
         (data_dir / "ner_img" / f"{img_id}.jpg").write_text("<html>")
     write_conll(data_dir / "train", [(i, [("x", "O")]) for i in (*good, *bad, *missing)])
     return data_dir
+
+
+def sigint_default():
+    """preexec_fn for a child that a test interrupts with SIGINT: a background job of a non-interactive shell
+    ignores SIGINT and its children inherit that, so Ctrl-C would never reach them. Python installs its
+    KeyboardInterrupt handler only where SIGINT is not ignored at start-up."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
 
 
 def real_data_folder(variable, files):

@@ -16,7 +16,7 @@ import torch
 
 import save_vgg_feature
 import vgg
-from conftest import ROOT, data_folder, torch_checkpoint
+from conftest import ROOT, data_folder, sigint_default, torch_checkpoint
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +103,7 @@ def start_extraction(data_dir, weights, prelude, *flags):
     run = f"sys.exit(save_vgg_feature.main({cli_args(data_dir, weights, *flags)!r}))"
     code = "\n".join([textwrap.dedent(prelude), "import sys", "import save_vgg_feature", run])
     return subprocess.Popen([sys.executable, "-c", code], cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
+                            text=True, preexec_fn=sigint_default)
 
 
 def wait_for(path, process, timeout=120):

@@ -15,7 +15,7 @@ import torch
 
 import main
 import utils
-from conftest import ROOT, SMALL_MODEL, make_tweets, run_main, write_conll
+from conftest import ROOT, SMALL_MODEL, make_tweets, run_main, sigint_default, write_conll
 
 
 def test_dev_tag_unseen_in_training_is_still_counted(tmp_path, tiny_data, caplog):
@@ -60,7 +60,8 @@ def test_ctrl_c_during_training_keeps_best_checkpoint(tmp_path, tiny_data):
     flags = SMALL_MODEL + ["--num_train_epochs", "100000"]  # the last value of a flag wins
     command = [sys.executable, os.path.join(ROOT, "main.py"), "--do_train", "--do_eval", "--data_dir", str(data_dir),
                "--model_dir", str(model_dir), *flags]
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               preexec_fn=sigint_default)
     deadline = time.time() + 120
     while not (model_dir / "model.pt").exists() and time.time() < deadline and process.poll() is None:
         time.sleep(0.2)
@@ -90,7 +91,8 @@ def start_training(data_dir, model_dir, *extra):
     """main.py as a child process, training for (nearly) ever; its output is read with communicate()."""
     command = [sys.executable, os.path.join(ROOT, "main.py"), "--do_train", "--do_eval", "--data_dir", str(data_dir),
                "--model_dir", str(model_dir), *SMALL_MODEL, "--num_train_epochs", "100000", *extra]
-    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    return subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            preexec_fn=sigint_default)
 
 
 def wait_for_file(path, process, timeout=120):
