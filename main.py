@@ -35,6 +35,7 @@ import predict  # noqa: E402
 import results  # noqa: E402
 import trainer  # noqa: E402
 import utils  # noqa: E402
+from word_vectors import load_word_vectors  # noqa: E402
 from model import ModelConfig  # noqa: E402
 from run_folder import RunFolder  # noqa: E402
 
@@ -239,7 +240,7 @@ def train_model(args, splits, vocab, features, device, seed, run):
     utils.set_seed(seed)
     word_vectors = None
     if not args.no_w2v:
-        word_vectors = data.load_word_vectors(wordvec_path(args), vocab, args.word_emb_dim, seed=seed)
+        word_vectors = load_word_vectors(wordvec_path(args), vocab, args.word_emb_dim, seed=seed)
         if args.released_word_matrix:
             word_vectors[0] = as_released.pad_row(wordvec_path(args), args.word_emb_dim, seed)
     elif args.released_word_matrix:

@@ -8,6 +8,7 @@ import torch
 
 import data_loader as data
 import image_features
+import word_vectors
 from conftest import write_features
 
 
@@ -203,7 +204,7 @@ def test_word_vectors_glove_and_word2vec_formats(tmp_path):
     glove = write(tmp_path, "cat 1 2 3\nzebra 0 0 0\ndog 4 5 6\n", "glove.txt")
     w2v = write(tmp_path, "3 3\ncat 1 2 3\nzebra 0 0 0\ndog 4 5 6\n", "w2v.txt")
     for path in (glove, w2v):
-        matrix = data.load_word_vectors(path, vocab, 3)
+        matrix = word_vectors.load_word_vectors(path, vocab, 3)
         assert matrix[2].tolist() == [1, 2, 3] and matrix[3].tolist() == [4, 5, 6]
         assert matrix[0].tolist() == [0, 0, 0]
         assert matrix[4].abs().max() <= 0.25 and matrix[4].abs().sum() > 0  # emu: random init
@@ -212,7 +213,7 @@ def test_word_vectors_glove_and_word2vec_formats(tmp_path):
 def test_word_vectors_tab_separated_and_raw_vocab_lookup(tmp_path):
     path = write(tmp_path, "cat\t1\t2\t3\nparis\t4\t5\t6\n", "tabs.txt")
     vocab = data.Vocab([data.PAD, data.UNK, "cat", "Paris", "paris"], [data.PAD, data.UNK], ["O"], word_form="raw")
-    matrix = data.load_word_vectors(path, vocab, 3)
+    matrix = word_vectors.load_word_vectors(path, vocab, 3)
     assert matrix[2].tolist() == [1, 2, 3]
     assert matrix[3].tolist() == matrix[4].tolist() == [4, 5, 6]  # both casings take the lower-cased vector
 
@@ -220,43 +221,43 @@ def test_word_vectors_tab_separated_and_raw_vocab_lookup(tmp_path):
 def test_word_vectors_bad_byte_and_invisible_line_name_their_line(tmp_path):
     path = write(tmp_path, b"cat 1 2 3\ndog 4 5 6\nca\xfe 7 8 9\n", "bad.txt", mode="wb")
     with pytest.raises(data.DataError, match=r"bad.txt:3: byte 0xfe \(byte 2 of the line\) is not UTF-8"):
-        data.load_word_vectors(path, small_vocab("cat"), 3)
+        word_vectors.load_word_vectors(path, small_vocab("cat"), 3)
     path = write(tmp_path, "cat 1 2 3\n\u00a0\ndog 4 5 6\n", "nbsp.txt")
     with pytest.raises(data.DataError, match=r"nbsp.txt:2: the line holds only invisible characters"):
-        data.load_word_vectors(path, small_vocab("cat"), 3)
+        word_vectors.load_word_vectors(path, small_vocab("cat"), 3)
 
 
 def test_word_vectors_wrong_dimension(tmp_path):
     path = write(tmp_path, "cat 1 2 3 4\n", "v.txt")
     with pytest.raises(data.DataError, match=r"v.txt:1: 4 numbers after the word, but --word_emb_dim is 3"):
-        data.load_word_vectors(path, small_vocab("cat"), 3)
+        word_vectors.load_word_vectors(path, small_vocab("cat"), 3)
     header = write(tmp_path, "10 4\ncat 1 2 3 4\n", "h.txt")
     with pytest.raises(data.DataError, match=r"h.txt:1: the header says 4-d vectors"):
-        data.load_word_vectors(header, small_vocab("cat"), 3)
+        word_vectors.load_word_vectors(header, small_vocab("cat"), 3)
 
 
 def test_word_vectors_malformed_lines_skipped_counted_or_fatal(tmp_path, caplog):
     good = "".join(f"w{i} 1 2 3\n" for i in range(300))
     path = write(tmp_path, "cat 1 2 3\n" + good + "dog 1 x 3\nemu 1 2\n", "v.txt")
     with caplog.at_level(logging.WARNING):
-        matrix = data.load_word_vectors(path, small_vocab("cat", "dog", "emu"), 3)
+        matrix = word_vectors.load_word_vectors(path, small_vocab("cat", "dog", "emu"), 3)
     assert "skipped 2 malformed lines (first at line 302)" in caplog.text
     assert matrix[2].tolist() == [1, 2, 3]
     bad = write(tmp_path, "cat 1 2 3\ndog 1 x 3\nemu 1 2\n", "bad.txt")
     with pytest.raises(data.DataError, match="2 of 3 lines are malformed"):
-        data.load_word_vectors(bad, small_vocab("cat", "dog", "emu"), 3)
+        word_vectors.load_word_vectors(bad, small_vocab("cat", "dog", "emu"), 3)
 
 
 def test_word_vectors_duplicates_keep_first(tmp_path, caplog):
     path = write(tmp_path, "cat 1 2 3\ncat 7 7 7\n", "v.txt")
     with caplog.at_level(logging.WARNING):
-        matrix = data.load_word_vectors(path, small_vocab("cat"), 3)
+        matrix = word_vectors.load_word_vectors(path, small_vocab("cat"), 3)
     assert matrix[2].tolist() == [1, 2, 3] and "1 words appear more than once" in caplog.text
 
 
 def test_word_vectors_missing_file_points_to_no_w2v(tmp_path):
     with pytest.raises(data.DataError, match="--no_w2v"):
-        data.load_word_vectors(str(tmp_path / "none.vec"), small_vocab("cat"), 3)
+        word_vectors.load_word_vectors(str(tmp_path / "none.vec"), small_vocab("cat"), 3)
 
 
 # ---------------------------------------------------------------------------------------------------------------
