@@ -165,7 +165,7 @@ def compare(versions, data_dir, work_dir, steps, rounds, threads, with_full_run=
     for architecture, batch in (("paper", "batch 16, Adam"), ("authors", "batch 10, RMSprop")):
         add(f"training throughput, {architecture} (tweets/s, {batch})",
             {label: median(training[label, architecture], "tweets_per_s") for label, _ in versions})
-        add(f"same, per second of CPU time (tweets/s)",
+        add("same, per second of CPU time (tweets/s)",
             {label: median(training[label, architecture], "cpu_tweets_per_s") for label, _ in versions})
     for label, _ in versions:
         paper, authors = (median(training[label, arch], "tweets_per_s") for arch in ("paper", "authors"))
