@@ -35,9 +35,9 @@ import predict  # noqa: E402
 import results  # noqa: E402
 import trainer  # noqa: E402
 import utils  # noqa: E402
-from word_vectors import load_word_vectors  # noqa: E402
 from model import ModelConfig  # noqa: E402
 from run_folder import RunFolder  # noqa: E402
+from word_vectors import load_word_vectors  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -255,7 +255,7 @@ def train_model(args, splits, vocab, features, device, seed, run):
                             learning_rate=args.learning_rate, epochs=args.num_train_epochs,
                             batch_size=args.train_batch_size, eval_batch_size=args.eval_batch_size,
                             logging_steps=args.logging_steps, seed=seed, device=device,
-                            progress=not args.no_progress)
+                            progress=not args.no_progress, released_scorer=args.released_scorer)
     metrics = {"best_epoch": summary["best"]["epoch"], "best_step": summary["best"]["step"],
                "dev": summary["best"]["dev"], "history": summary["history"],
                "train_seconds": summary["train_seconds"], "interrupted": bool(summary["interrupted"]),
@@ -328,7 +328,7 @@ def train_and_evaluate(args, device, memory):
             scored = None
             if args.do_train:
                 metrics, interrupted, best_dev = train_model(args, splits, vocab, features, device, seed, run)
-                if best_dev[1] is not None and not args.released_scorer:  # training scored dev with seqeval only
+                if best_dev[1] is not None:  # training's dev evaluation of the kept checkpoint
                     scored = {"dev": best_dev}
                 if interrupted:
                     logger.warning("Training was interrupted; skipping evaluation.%s", " Evaluate the saved "

@@ -246,11 +246,12 @@ def dev_can_choose(dev):
 
 
 def train(model, train_examples, dev, vocab, features, *, checkpoint_path, optimizer_name, learning_rate,
-          epochs, batch_size, eval_batch_size, logging_steps, seed, device, progress=True):
+          epochs, batch_size, eval_batch_size, logging_steps, seed, device, progress=True, released_scorer=False):
     """Train, evaluating on dev after every epoch (and every `logging_steps` steps if > 0); the checkpoint with the
     best dev F1 is kept at `checkpoint_path`. When dev has no gold entity, F1 cannot choose, and the latest
-    evaluation is kept instead (said in the log). Returns the history and the best evaluation (its scores, and
-    `predicted`: its dev predictions, which are the checkpoint's).
+    evaluation is kept instead (said in the log); `released_scorer` as in `evaluate` (the choice stays seqeval's F1).
+    Returns the history and the best evaluation (its scores, and `predicted`: its dev predictions, which are the
+    checkpoint's).
 
     Ctrl-C (or SIGTERM, which main.py turns into the same exception) stops training between two steps: the best
     checkpoint so far is intact (it is written atomically), and the interruption is reported in the returned
@@ -269,7 +270,8 @@ def train(model, train_examples, dev, vocab, features, *, checkpoint_path, optim
         if not all(torch.isfinite(p).all() for p in model.parameters()):  # one update can overflow float32
             raise TrainingError(f"the weights are no longer finite after step {step} (epoch {epoch}): training "
                                 f"diverged. Lower --learning_rate (now {learning_rate}); {kept()}.")
-        metrics, predicted = evaluate(model, dev, vocab, features, eval_batch_size, device, progress)
+        metrics, predicted = evaluate(model, dev, vocab, features, eval_batch_size, device, progress,
+                                      released_scorer)
         model.train()
         entry = {"epoch": epoch, "step": step, "train_loss": train_loss, "dev_f1": metrics["f1"],
                  "elapsed_s": round(time.time() - start, 2)}
