@@ -1,6 +1,11 @@
-"""The cached VGG16 image features of a data set: a torch file mapping image id -> (49, 512) pool5 regions, opened
+"""The cached VGG16 image features of a data set: a torch file of (49, 512) pool5 regions per image id, opened
 memory-mapped, every feature used checked, and the ids without one counted (their tweets get the zero feature).
+
+Two layouts are read. save_vgg_feature.py writes the stacked one (save_features): the ids in order and one
+(N, 49, 512) tensor, which opens in one read. The published file and earlier extractions map each image id to its
+own tensor; torch's weights-only unpickler takes about 2 s over the 8,257 tensors of Twitter-2015.
 """
+import collections
 import logging
 from dataclasses import dataclass
 
@@ -13,6 +18,7 @@ logger = logging.getLogger(__name__)
 
 NUM_REGIONS, REGION_DIM = 49, 512  # VGG16 pool5 for a 224 x 224 image: 7 x 7 regions of 512 channels
 PROVENANCE_KEY = "__provenance__"  # reserved key of a feature file: how save_vgg_feature.py made it
+IMAGE_IDS_KEY, REGIONS_KEY = "__image_ids__", "__regions__"  # the stacked layout: ids, and their (N, 49, 512) tensor
 MISSING_FEATURES_WARN = 0.1  # a share of image ids without a feature above this is a loud warning
 
 
@@ -69,18 +75,47 @@ def _as_regions(path, img_id, value):
     return value
 
 
-def _ids_of(path, stored):
-    """image id (str) -> key of `stored`; an id written both as an int and as a string is an error."""
-    by_id = {}
-    for key in stored:
+def _stored_by_id(path, stored):
+    """image id (str) -> its stored tensor (not yet checked), for either layout; an id stored twice is an error."""
+    if REGIONS_KEY in stored:
+        return _stacked_by_id(path, stored)
+    by_id, key_of = {}, {}
+    for key, value in stored.items():
         if key == PROVENANCE_KEY:
             continue
         img_id = str(key)
         if img_id in by_id:
-            raise DataError(f"{path}: image id {img_id!r} is in the file twice, as {by_id[img_id]!r} and as {key!r}. "
+            raise DataError(f"{path}: image id {img_id!r} is in the file twice, as {key_of[img_id]!r} and as {key!r}. "
                             f"Keep one of them (re-extract with save_vgg_feature.py).")
-        by_id[img_id] = key
+        by_id[img_id], key_of[img_id] = value, key
     return by_id
+
+
+def _stacked_by_id(path, stored):
+    """The stacked layout: IMAGE_IDS_KEY, a list of N distinct string ids, and REGIONS_KEY, their (N, ...) tensor."""
+    ids, regions = stored.get(IMAGE_IDS_KEY), stored[REGIONS_KEY]
+    redo = "Re-extract the features with save_vgg_feature.py."
+    if not isinstance(ids, list) or not all(isinstance(img_id, str) for img_id in ids):
+        raise DataError(f"{path}: has {REGIONS_KEY!r} but its {IMAGE_IDS_KEY!r} is not a list of image ids (strings). "
+                        f"{redo}")
+    if not isinstance(regions, torch.Tensor) or regions.dim() < 1 or regions.size(0) != len(ids):
+        shape = tuple(regions.shape) if isinstance(regions, torch.Tensor) else type(regions).__name__
+        raise DataError(f"{path}: {REGIONS_KEY!r} is {shape}; expected one (49, 512) feature per image id, "
+                        f"({len(ids)}, 49, 512). {redo}")
+    by_id = dict(zip(ids, regions.unbind(0)))
+    if len(by_id) != len(ids):
+        twice = next(img_id for img_id, count in collections.Counter(ids).items() if count > 1)
+        raise DataError(f"{path}: image id {twice!r} is in the file twice. {redo}")
+    return by_id
+
+
+def save_features(features, path, provenance, flag=None):
+    """Write `features` (image id -> (49, 512) tensor) as a feature file of the stacked layout, with its provenance
+    record (how it was made; None for none). `flag` names the option that chose `path`, for error messages."""
+    ids = [str(img_id) for img_id in features]
+    regions = (torch.stack(list(features.values())) if features
+               else torch.zeros(0, NUM_REGIONS, REGION_DIM))                  # (N, 49, 512)
+    utils.atomic_torch_save({IMAGE_IDS_KEY: ids, REGIONS_KEY: regions, PROVENANCE_KEY: provenance}, path, flag)
 
 
 def open_feature_file(path):
@@ -104,6 +139,17 @@ def open_feature_file(path):
                         f"with save_vgg_feature.py or download it again.") from None
 
 
+def read_features(path):
+    """A feature file of either layout as (image id (str) -> its stored tensor, not checked yet; the provenance
+    record, or None when the file has none)."""
+    stored = open_feature_file(path)
+    if not isinstance(stored, dict):
+        raise DataError(f"{path}: holds a {type(stored).__name__}; expected a dict (image id -> (49, 512) tensor, or "
+                        f"the stacked layout of save_vgg_feature.py). Re-extract the features with save_vgg_feature.py.")
+    provenance = stored.get(PROVENANCE_KEY)
+    return _stored_by_id(path, stored), provenance if isinstance(provenance, dict) else None
+
+
 def percent(part, whole):
     """part / whole as a percentage with one decimal, never rounded to 0.0% or 100.0% unless it is exactly that."""
     value = 100 * part / whole
@@ -113,17 +159,12 @@ def percent(part, whole):
 
 
 def load_image_features(path, img_ids, require_some=True):
-    """Open the features of `img_ids` in a torch file mapping image id -> (49, 512) or (512, 7, 7) tensor
-    (float16 or float32; keys ints or strings, matched as strings; the reserved key `__provenance__` says how the
-    file was made). Every feature used is checked (shape, dtype, finite values). Ids with no feature get the zero
+    """Open the features of `img_ids` in a torch file of (49, 512) or (512, 7, 7) tensors, float16 or float32: the
+    stacked layout save_features writes, or a dict mapping each image id to its tensor (keys ints or strings,
+    matched as strings). The reserved key `__provenance__` says how the file was made. Every feature used is checked (shape, dtype, finite values). Ids with no feature get the zero
     row and are counted; when no id at all has a feature, the file is not this data's and that is an error (unless
     `require_some` is False: new tweets to tag may all come without an image)."""
-    stored = open_feature_file(path)
-    if not isinstance(stored, dict):
-        raise DataError(f"{path}: holds a {type(stored).__name__}; expected a dict mapping image id -> (49, 512) "
-                        f"tensor. Re-extract it with save_vgg_feature.py.")
-    provenance = stored.get(PROVENANCE_KEY)
-    by_id = _ids_of(path, stored)
+    by_id, provenance = read_features(path)
     wanted = list(dict.fromkeys(img_ids))  # unique, first-seen order
     present = [img_id for img_id in wanted if img_id in by_id]
     missing = [img_id for img_id in wanted if img_id not in by_id]
@@ -135,7 +176,7 @@ def load_image_features(path, img_ids, require_some=True):
                         f"this data, extract them with save_vgg_feature.py, or train text-only with --no_img.")
 
     regions = [torch.zeros(NUM_REGIONS, REGION_DIM)]
-    regions += [_as_regions(path, img_id, stored[by_id[img_id]]) for img_id in present]
+    regions += [_as_regions(path, img_id, by_id[img_id]) for img_id in present]
     row_of = {img_id: row for row, img_id in enumerate(present, start=1)}
     if missing:
         share = percent(len(missing), len(wanted))
@@ -145,7 +186,7 @@ def load_image_features(path, img_ids, require_some=True):
                        "the data%s%s", path, len(missing), len(wanted), share, large,
                        "" if logger.isEnabledFor(logging.DEBUG) else " (--verbose lists them)")
         logger.debug("Image ids without a feature: %s", " ".join(missing))
-    return FeatureTable(regions, row_of, missing, provenance if isinstance(provenance, dict) else None)
+    return FeatureTable(regions, row_of, missing, provenance)
 
 
 def synthetic_features(img_ids, seed=0):

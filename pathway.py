@@ -71,7 +71,7 @@ def feature_folder(data_dir, folder, splits, features):
     os.makedirs(folder, exist_ok=True)
     for name in splits:
         shutil.copy(os.path.join(data_dir, name), folder)
-    torch.save(features, os.path.join(folder, "img_vgg_features.pt"))
+    image_features.save_features(features, os.path.join(folder, "img_vgg_features.pt"), provenance=None)
     return folder
 
 

@@ -24,7 +24,7 @@ import downloads
 import utils
 import vgg
 from data_loader import DataError, dataset_file, read_tweets
-from image_features import NUM_REGIONS, PROVENANCE_KEY, REGION_DIM, synthetic_features
+from image_features import NUM_REGIONS, REGION_DIM, save_features, synthetic_features
 
 logger = logging.getLogger(__name__)
 
@@ -166,8 +166,6 @@ def extract_and_save(args, output, report):
     ids = image_ids(args.dataset, args.data_dir, [f for f in args.files.split(",") if f], args.offline)
     if not ids:
         raise DataError(f"no image ids to extract: --files {args.files!r} names no data file with tweets.")
-    if PROVENANCE_KEY in ids:
-        raise DataError(f"an image id is {PROVENANCE_KEY!r}, the key reserved for the provenance record.")
     check_free_space(output, len(ids), dtype)
     if args.synthetic:
         return save_synthetic(ids, dtype, output)
@@ -182,22 +180,21 @@ def extract_and_save(args, output, report):
     if error:
         utils.atomic_write_text(report, failed, "--report")
         raise error
-    features[PROVENANCE_KEY] = vgg.provenance_record(mode=args.preprocess, dtype=dtype, image_dir=img_dir,
-                                                     num_images=len(ids), num_failures=len(failures), device=device,
-                                                     **network)
-    utils.atomic_torch_save(features, output, "--output")
+    provenance = vgg.provenance_record(mode=args.preprocess, dtype=dtype, image_dir=img_dir, num_images=len(ids),
+                                       num_failures=len(failures), device=device, **network)
+    save_features(features, output, provenance, "--output")
     utils.atomic_write_text(report, failed, "--report")
-    print(f"Wrote {len(features) - 1} features to {output}; {len(failures)} images failed (listed in {report}).")
+    print(f"Wrote {len(features)} features to {output}; {len(failures)} images failed (listed in {report}).")
     return 0
 
 
 def save_synthetic(ids, dtype, output):
     """--synthetic: stand-in features for `ids`, with a provenance record that says what they are."""
     features = {img_id: regions.to(dtype) for img_id, regions in synthetic_features(ids).items()}
-    features[PROVENANCE_KEY] = {"mode": "synthetic", "note": "random non-negative noise (save_vgg_feature.py "
-                                "--synthetic, seed 0): no image was read", "dtype": str(dtype).replace("torch.", ""),
-                                "num_images": len(ids), "num_features": len(ids), "num_failures": 0}
-    utils.atomic_torch_save(features, output, "--output")
+    provenance = {"mode": "synthetic", "note": "random non-negative noise (save_vgg_feature.py --synthetic, seed 0): "
+                  "no image was read", "dtype": str(dtype).replace("torch.", ""), "num_images": len(ids),
+                  "num_features": len(ids), "num_failures": 0}
+    save_features(features, output, provenance, "--output")
     print(f"Wrote {len(ids)} synthetic features (random, no image read) to {output}.")
     return 0
 

@@ -274,6 +274,53 @@ def test_features_int_keys_both_layouts_both_dtypes(tmp_path):
     assert feats[1, 8, 5].item() == grid[5, 1, 1].item()  # region 8 = row 1, column 1 of the 7 x 7 grid
 
 
+def test_stacked_layout_reads_as_the_per_image_one(tmp_path):
+    grid = torch.arange(512 * 49, dtype=torch.float16).reshape(512, 7, 7)
+    features = {"a": torch.rand(49, 512).half(), 17: grid.reshape(512, 49).t()}  # an int id is stored as '17'
+    record = {"mode": "seed", "dtype": "float16"}
+    image_features.save_features(features, tmp_path / "stacked.pt", record)
+    torch.save({**features, image_features.PROVENANCE_KEY: record}, tmp_path / "per_image.pt")
+    ids = ["17", "x", "a"]
+    stacked, per_image = (image_features.load_image_features(str(tmp_path / name), ids)
+                          for name in ("stacked.pt", "per_image.pt"))
+    assert stacked.row_of == per_image.row_of == {"17": 1, "a": 2} and stacked.missing_ids == ["x"]
+    assert stacked.provenance == per_image.provenance == record
+    rows = stacked.rows(ids)
+    assert torch.equal(stacked.gather(rows), per_image.gather(rows))
+    assert torch.equal(stacked.gather(rows)[2], features["a"].float())
+    stored = torch.load(tmp_path / "stacked.pt", weights_only=True)
+    assert stored[image_features.IMAGE_IDS_KEY] == ["a", "17"] and stored[image_features.REGIONS_KEY].shape == (2, 49, 512)
+    image_features.save_features({}, tmp_path / "none.pt", None)
+    assert image_features.read_features(tmp_path / "none.pt") == ({}, None)
+
+
+@pytest.mark.parametrize("stored, message", [
+    ({image_features.REGIONS_KEY: torch.zeros(2, 49, 512)}, "its '__image_ids__' is not a list of image ids"),
+    ({image_features.IMAGE_IDS_KEY: ["a", 7], image_features.REGIONS_KEY: torch.zeros(2, 49, 512)},
+     "its '__image_ids__' is not a list of image ids"),
+    ({image_features.IMAGE_IDS_KEY: ["a", "b"], image_features.REGIONS_KEY: torch.zeros(3, 49, 512)},
+     r"'__regions__' is \(3, 49, 512\); expected one \(49, 512\) feature per image id, \(2, 49, 512\)"),
+    ({image_features.IMAGE_IDS_KEY: ["a", "b"], image_features.REGIONS_KEY: [1, 2]}, "'__regions__' is list"),
+    ({image_features.IMAGE_IDS_KEY: ["a", "b", "a"], image_features.REGIONS_KEY: torch.zeros(3, 49, 512)},
+     "image id 'a' is in the file twice"),
+    ({image_features.IMAGE_IDS_KEY: ["a", "b"], image_features.REGIONS_KEY: torch.zeros(2, 49, 500)},
+     r"image id 'a' has shape \(49, 500\)"),
+])
+def test_a_broken_stacked_file_says_what_is_wrong(tmp_path, stored, message):
+    torch.save(stored, tmp_path / "f.pt")
+    with pytest.raises(data.DataError, match=f"{tmp_path / 'f.pt'}: .*{message}.*save_vgg_feature.py"):
+        image_features.load_image_features(str(tmp_path / "f.pt"), ["a", "b"])
+
+
+def test_a_non_finite_row_of_a_stacked_file_is_named_by_its_id(tmp_path):
+    regions = torch.zeros(3, 49, 512, dtype=torch.float16)
+    regions[1, 48, 511] = float("inf")
+    image_features.save_features(dict(zip(["a", "b", "c"], regions)), tmp_path / "f.pt", None)
+    assert image_features.load_image_features(str(tmp_path / "f.pt"), ["a", "c"]).row_of == {"a": 1, "c": 2}
+    with pytest.raises(data.DataError, match="image id 'b' contains NaN or inf"):
+        image_features.load_image_features(str(tmp_path / "f.pt"), ["a", "b"])
+
+
 def test_features_handed_out_are_copies(tmp_path):
     stored = write_features(tmp_path / "f.pt", [str(i) for i in range(20)], dtype=torch.float16)
     table = image_features.load_image_features(str(tmp_path / "f.pt"), [str(i) for i in range(20)])

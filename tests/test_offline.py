@@ -8,6 +8,7 @@ import shlex
 import torch
 from PIL import Image
 
+import image_features
 import main
 import save_vgg_feature
 import vgg
@@ -59,9 +60,9 @@ def test_random_weights_stand_in_for_imagenet_in_extraction(tmp_path, capsys):
             Image.new("RGB", (64, 48), (200, 30, 30)).save(data_dir / "ner_img" / f"{img_id}.jpg")
     assert save_vgg_feature.main(["--data_dir", str(data_dir), "--vgg_weights", str(weights), "--offline",
                                   "--workers", "0"]) == 0
-    saved = torch.load(data_dir / "img_vgg_features.pt", weights_only=True)
-    assert len(saved) == 4 + 1 and saved["__provenance__"]["weights_file"] == "vgg16-random.pth"
-    assert all(value.shape == (49, 512) for key, value in saved.items() if key != "__provenance__")
+    saved, provenance = image_features.read_features(data_dir / "img_vgg_features.pt")
+    assert len(saved) == 4 and provenance["weights_file"] == "vgg16-random.pth"
+    assert all(value.shape == (49, 512) for value in saved.values())
 
 
 def test_a_data_set_of_ones_own_is_run_and_reported_under_its_name(tmp_path):

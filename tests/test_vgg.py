@@ -126,8 +126,7 @@ def test_command_line_run_float16_report_and_training_loader(tmp_path, capsys):
     assert save_vgg_feature.main(["--data_dir", str(data_dir), "--vgg_weights", str(tmp_path / "vgg16.pth"), "--dtype",
                      "float16", "--batch_size", "3", "--workers", "2"]) == 0
     assert "Wrote 7 features" in capsys.readouterr().out
-    saved = torch.load(data_dir / "img_vgg_features.pt", weights_only=True)
-    provenance = saved.pop(vgg.PROVENANCE_KEY)
+    saved, provenance = image_features.read_features(data_dir / "img_vgg_features.pt")
     assert (provenance["num_images"], provenance["num_failures"], provenance["dtype"]) == (10, 3, "float16")
     assert set(saved) == {i for i, ok in cases.items() if ok}
     assert all(v.dtype == torch.float16 and v.shape == (49, 512) for v in saved.values())

@@ -20,6 +20,7 @@ import torch
 from PIL import Image
 
 import data_loader as data
+import image_features
 import save_vgg_feature
 import vgg
 from conftest import data_folder, torch_checkpoint, uniform_png
@@ -203,8 +204,8 @@ def test_mode_and_weights_that_cannot_go_together_are_refused(tmp_path, capsys, 
     assert run_cli(data_dir, "--preprocess", "authors", "--vgg_weights", checkpoint) == 2
     assert "torchvision's ImageNet checkpoint vgg16-397923af.pth" in capsys.readouterr().err
     assert run_cli(data_dir, "--preprocess", "caffe", "--vgg_weights", checkpoint, "--force") == 0
-    saved = torch.load(data_dir / "img_vgg_features.pt", weights_only=True)
-    assert saved[vgg.PROVENANCE_KEY]["forced"] == 1 and set(saved) == {"a", vgg.PROVENANCE_KEY}
+    saved, provenance = image_features.read_features(data_dir / "img_vgg_features.pt")
+    assert provenance["forced"] == 1 and set(saved) == {"a"}
 
 
 @pytest.mark.parametrize("flag, value, message", [
@@ -230,8 +231,7 @@ def test_provenance_is_recorded_and_rebuilds_the_same_pipeline(tmp_path, caplog)
     assert run_cli(data_dir, "--preprocess", "seed", "--vgg_weights", checkpoint, "--batch_size", "2") == 0
     sha256 = file_sha256(checkpoint)
     assert f"sha256 {sha256}" in caplog.text
-    saved = torch.load(data_dir / "img_vgg_features.pt", weights_only=True)
-    record = saved.pop(vgg.PROVENANCE_KEY)
+    saved, record = image_features.read_features(data_dir / "img_vgg_features.pt")
     assert {k: record[k] for k in ("mode", "weights_file", "weights_sha256", "weights_format", "dtype", "forced",
                                    "num_images", "num_features", "num_failures", "torch_version")} == {
         "mode": "seed", "weights_file": "vgg16.pth", "weights_sha256": sha256, "weights_format": "torch",
@@ -278,8 +278,7 @@ def test_authors_pipeline_end_to_end_with_keras_weights(tmp_path):
     write_keras_th_h5(tmp_path / "vgg16_weights_th_dim_ordering_th_kernels_notop.h5")
     weights = str(tmp_path / "vgg16_weights_th_dim_ordering_th_kernels_notop.h5")
     assert run_cli(data_dir, "--preprocess", "authors", "--vgg_weights", weights) == 0
-    saved = torch.load(data_dir / "img_vgg_features.pt", weights_only=True)
-    record = saved.pop(vgg.PROVENANCE_KEY)
+    saved, record = image_features.read_features(data_dir / "img_vgg_features.pt")
     assert (record["mode"], record["weights_format"], record["weights_file"]) == (
         "authors", "keras_th_h5", "vgg16_weights_th_dim_ordering_th_kernels_notop.h5")
     assert record["opencv_version"] and record["forced"] == 0
