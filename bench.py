@@ -50,20 +50,27 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 # ----------------------------------------------------------------------------------------------------------------
 
 def prepare(data_dir, work_dir):
-    """Two data folders in `work_dir`, float16/ and float32/, each with the three files and the same synthetic
-    features stored in that dtype. Returns the splits and the float16 features, opened as main.py opens them."""
+    """Data folders in `work_dir`, each with the three files and the same synthetic features: float16/ and float32/
+    in the layout save_vgg_feature.py writes (stacked), float16-per-image/ in the per-image layout of the published
+    file (and of earlier versions of this code, which compare.py gives it). Returns the splits and the float16
+    features, opened as main.py opens them."""
     splits = {name: data.read_split(name, os.path.join(data_dir, name)) for name in ("train", "dev", "test")}
     ids = list(dict.fromkeys(i for split in splits.values() for i in split.img_ids))
     features = None
-    for dtype in ("float32", "float16"):
-        folder = os.path.join(work_dir, dtype)
+    for folder_name, dtype, stacked in (("float32", "float32", True), ("float16", "float16", True),
+                                        (compare.PER_IMAGE_FOLDER, "float16", False)):
+        folder = os.path.join(work_dir, folder_name)
         os.makedirs(folder, exist_ok=True)
         for name in splits:
             shutil.copy(os.path.join(data_dir, name), os.path.join(folder, name))
-        if not os.path.isfile(os.path.join(folder, "img_vgg_features.pt")):
+        path = os.path.join(folder, "img_vgg_features.pt")
+        if not os.path.isfile(path):
             features = features or image_features.synthetic_features(ids)
-            torch.save({k: v.to(getattr(torch, dtype)) for k, v in features.items()},
-                       os.path.join(folder, "img_vgg_features.pt"))
+            typed = {img_id: regions.to(getattr(torch, dtype)) for img_id, regions in features.items()}
+            if stacked:
+                image_features.save_features(typed, path, provenance=None)
+            else:
+                torch.save(typed, path)
     del features
     return splits, image_features.load_image_features(os.path.join(work_dir, "float16", "img_vgg_features.pt"), ids)
 
@@ -227,7 +234,7 @@ def main():
             p.error(f"--baseline_dir folders are labelled by their names, which repeat: {labels}; name them apart")
         rows = [("machine", f"{os.cpu_count()} CPU cores, torch {torch.__version__}, "
                             f"{args.threads or torch.get_num_threads()} threads")]
-        rows += compare.compare(versions, os.path.join(work_dir, "float16"), work_dir, args.steps, args.rounds,
+        rows += compare.compare(versions, work_dir, args.steps, args.rounds,
                                 args.threads, with_full_run=not args.skip_full_run)
     else:
         rows = throughput_rows(args, work_dir)

@@ -2,6 +2,9 @@
 change, `git worktree add /tmp/base <commit>`), each measured the same way in its own child process, back to back,
 round after round (A, B, A, B, ...), so that a busy machine slows them alike.
 
+Each checkout reads the synthetic features in the layout its own save_vgg_feature.py writes (bench.prepare makes
+both): the stacked layout where its image_features module has save_features, the per-image one before.
+
 Measured per checkout: training throughput of the paper's architecture (batch 16, Adam) and of the authors'
 (batch 10, RMSprop), steady state on the real Twitter-2015 text with bench.py's synthetic features; and the
 complete default run (`main.py --do_train --do_eval --no_w2v`): its wall time, the time spent inside training
@@ -67,6 +70,19 @@ print(json.dumps({"tweets_per_s": steps * batch_size / wall, "cpu_tweets_per_s":
                   "load": max(load, os.getloadavg()[0])}))
 """
 
+PER_IMAGE_FOLDER = "float16-per-image"  # bench.prepare's folder whose feature file has the per-image layout
+
+LAYOUT_WORKER = r"""
+import json, sys
+sys.path.insert(0, sys.argv[1])
+try:
+    import image_features
+    stacked = hasattr(image_features, "save_features")
+except ImportError:  # before the redesign, data_loader read the features (per-image layout)
+    stacked = False
+print(json.dumps({"stacked": stacked}))
+"""
+
 FULL_RUN_WORKER = r"""
 import json, os, sys, time
 code_dir, report = sys.argv[1], sys.argv[2]
@@ -103,6 +119,12 @@ def run_worker(script, code_dir, args):
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
+def data_folder(code_dir, work_dir):
+    """bench.prepare's float16 data folder in the feature layout the checkout in `code_dir` writes."""
+    stacked = run_worker(LAYOUT_WORKER, code_dir, [])["stacked"]
+    return os.path.join(work_dir, "float16" if stacked else PER_IMAGE_FOLDER)
+
+
 def training_throughput(code_dir, data_dir, architecture, steps, threads):
     return run_worker(TRAINING_WORKER, code_dir, [data_dir, architecture, steps, threads or 0])
 
@@ -135,23 +157,28 @@ def load_range(runs):
     return f"{min(loads):.1f}-{max(loads):.1f}"
 
 
-def compare(versions, data_dir, work_dir, steps, rounds, threads, with_full_run=True):
+def compare(versions, work_dir, steps, rounds, threads, with_full_run=True):
     """Rows of bench.py's table: for each measure, every checkout of `versions` (label, folder; the first is the
     reference, the last this one), the median over `rounds` back-to-back rounds, and the speed-up of each against
-    the first."""
+    the first. `work_dir` holds bench.prepare's data folders."""
+    data_dirs = {label: data_folder(code_dir, work_dir) for label, code_dir in versions}
     training = {(label, arch): [] for label, _ in versions for arch in ("paper", "authors")}
     runs = {label: [] for label, _ in versions}
     for round_ in range(rounds):
         for architecture, arch_steps in (("paper", steps), ("authors", max(10, steps // 2))):
             for label, code_dir in versions:
                 training[label, architecture].append(
-                    training_throughput(code_dir, data_dir, architecture, arch_steps, threads))
+                    training_throughput(code_dir, data_dirs[label], architecture, arch_steps, threads))
         if with_full_run:
             for i, (label, code_dir) in enumerate(versions):
-                runs[label].append(full_run(code_dir, data_dir, os.path.join(work_dir, f"run_{i}_{round_}"), threads))
+                runs[label].append(full_run(code_dir, data_dirs[label], os.path.join(work_dir, f"run_{i}_{round_}"),
+                                            threads))
     reference = versions[0][0]
     rows = [("checkouts compared (medians of back-to-back rounds)",
-             "; ".join(f"{label} = {folder}" for label, folder in versions) + f"; {rounds} rounds")]
+             "; ".join(f"{label} = {folder}" for label, folder in versions) + f"; {rounds} rounds"),
+            ("feature layout each checkout reads (the one its save_vgg_feature.py writes)",
+             ", ".join(f"{label} {'per-image' if data_dirs[label].endswith(PER_IMAGE_FOLDER) else 'stacked'}"
+                       for label, _ in versions))]
 
     def add(name, values, better="higher", unit=""):
         """One row per measure: each checkout's value, and its ratio to the reference (speed-up, or x less)."""
