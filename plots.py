@@ -9,18 +9,22 @@ from utils import atomic_path
 DPI = 100
 
 
-def _pyplot():
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
+def _figure(**kwargs):
+    """A matplotlib Figure drawn by the Agg canvas (PNG, no display), outside pyplot: nothing global to register or
+    close, and pyplot's import (about half a second) is not paid. matplotlib is imported when a figure is first
+    drawn, so that evaluating or tagging without figures does not pay its import either."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    fig = Figure(**kwargs)
+    FigureCanvasAgg(fig)  # becomes fig.canvas
+    return fig
 
 
 def training_curve_figure(history):
     """Dev F1 (%) and training loss per evaluation, epochs on the x axis: a matplotlib figure of 8 x 4 inches."""
-    plt = _pyplot()
     epochs = [entry["epoch"] for entry in history]
-    fig, loss_axis = plt.subplots(figsize=(8, 4), dpi=DPI)
+    fig = _figure(figsize=(8, 4), dpi=DPI)
+    loss_axis = fig.subplots()
     loss_axis.plot(epochs, [entry["train_loss"] for entry in history], "o-", color="tab:blue")
     loss_axis.set_xlabel("epoch")
     loss_axis.set_ylabel("training loss (CRF NLL per tweet)", color="tab:blue")
@@ -35,7 +39,6 @@ def plot_training_curve(history, path):
     fig = training_curve_figure(history)
     with atomic_path(path) as tmp_path:
         fig.savefig(tmp_path, format="png", dpi=DPI)
-    _pyplot().close(fig)
 
 
 ATTENTION_COLUMNS = 6
@@ -66,10 +69,10 @@ def attention_figure(words, alpha, image=None):
     """One 7 x 7 panel per word: that word's attention over the image regions (row-major, as VGG16's pool5 grid),
     drawn over the image when it is given (a PIL image), else on its own, titled with the word. Panels are 2 x 2
     inches: a matplotlib figure of attention_figure_size(len(words)) pixels."""
-    plt = _pyplot()
     width, height = attention_figure_size(len(words))
     columns, rows = width // (2 * DPI), height // (2 * DPI)
-    fig, axes = plt.subplots(rows, columns, figsize=(width / DPI, height / DPI), dpi=DPI, squeeze=False)
+    fig = _figure(figsize=(width / DPI, height / DPI), dpi=DPI)
+    axes = fig.subplots(rows, columns, squeeze=False)
     fig.subplots_adjust(left=0.02, right=0.98, top=0.9, bottom=0.02, wspace=0.1, hspace=0.25)
     renderer = fig.canvas.get_renderer()
     backdrop = np.asarray(image.convert("RGB").resize((224, 224))) if image is not None else None
@@ -92,4 +95,3 @@ def plot_visual_attention(words, alpha, path, image=None):
     fig = attention_figure(words, alpha, image)
     with atomic_path(path) as tmp_path:
         fig.savefig(tmp_path, format="png", dpi=DPI)
-    _pyplot().close(fig)

@@ -224,7 +224,6 @@ def test_concat_attention_title_is_shown_whole_inside_the_figure():
         box = text.get_window_extent(figure.canvas.get_renderer())
         assert 0 <= box.x0 and box.x1 <= figure.bbox.width and 0 <= box.y0 and box.y1 <= figure.bbox.height
         assert text.get_text() == shown if shown else text.get_text().endswith("…")
-        plots._pyplot().close(figure)
 
 
 def test_attention_figure_size_grows_in_rows_of_six():
