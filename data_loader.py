@@ -334,7 +334,7 @@ def encode_tweets(tweets, vocab, max_word_len, features=None, max_seq_len=None, 
     rows = features.rows([t.img_id for t in tweets]) if features is not None else [0] * len(tweets)
     unknown_words, truncated = 0, 0
     kept_tweets, words, chars, tag_ids = [], [], [], []  # the ids of all tweets, made into three tensors at once
-    chars_of = {}                                          # token -> its character ids (tokens repeat)
+    ids_of = {}                                            # token -> (word id, character ids): tokens repeat
     for index, (tweet, row) in enumerate(zip(tweets, rows)):
         if not tweet.tokens:
             continue
@@ -343,14 +343,15 @@ def encode_tweets(tweets, vocab, max_word_len, features=None, max_seq_len=None, 
             kept = slice(0, max_seq_len) if keep == "first" else slice(len(tokens) - max_seq_len, len(tokens))
             tokens, tags = tokens[kept], tags[kept]
             truncated += 1
-        word_ids = [vocab.word_index.get(vocab.word_of(tok), unk_word) for tok in tokens]
-        unknown_words += word_ids.count(unk_word)
-        spelt = []
+        word_ids, spelt = [], []
         for tok in tokens:
-            ids = chars_of.get(tok)
-            if ids is None:
-                ids = chars_of[tok] = [vocab.char_index.get(c, unk_char) for c in vocab.chars_of(tok)[:max_word_len]]
-            spelt.append(ids)
+            known = ids_of.get(tok)
+            if known is None:
+                known = ids_of[tok] = (vocab.word_index.get(vocab.word_of(tok), unk_word),
+                                       [vocab.char_index.get(c, unk_char) for c in vocab.chars_of(tok)[:max_word_len]])
+            word_ids.append(known[0])
+            spelt.append(known[1])
+        unknown_words += word_ids.count(unk_word)
         width = max(len(ids) for ids in spelt)
         for ids in spelt:                                                # (L, width) row by row, 0 after the word
             chars += ids
