@@ -36,7 +36,7 @@ MAX_BATCH_SIZE = 1024
 # --img_dir, images named otherwise than <id>.jpg, or a broken download, and a feature file of mostly zero features
 # would train a model that looks multimodal and is not: the run fails instead (exit 2), writing the report only.
 MAX_FAILED_SHARE = 0.5
-TENSOR_OVERHEAD_BYTES = 1024  # what torch.save adds per tensor besides its values (key, storage record), generously
+PER_IMAGE_OVERHEAD_BYTES = 1024  # what the file adds per image besides its values (its id), generously
 
 
 def image_ids(dataset, data_dir, files, offline=False):
@@ -109,7 +109,7 @@ def check_outputs(output, report):
 def check_free_space(output, num_images, dtype):
     """Refuse when the output's disk cannot hold the features of `num_images` (all of them: an earlier file stays
     until the new one replaces it)."""
-    needed = num_images * (NUM_REGIONS * REGION_DIM * dtype.itemsize + TENSOR_OVERHEAD_BYTES)
+    needed = num_images * (NUM_REGIONS * REGION_DIM * dtype.itemsize + PER_IMAGE_OVERHEAD_BYTES)
     folder = os.path.dirname(os.path.abspath(output))
     free = shutil.disk_usage(folder).free
     if free < needed:

@@ -54,7 +54,6 @@ from tqdm import tqdm
 import downloads
 import utils
 from data_loader import DataError
-from image_features import PROVENANCE_KEY, open_feature_file
 from images import IMAGE_EXTENSIONS, ImageError, find_image, open_image, read_image
 
 logger = logging.getLogger(__name__)
@@ -407,13 +406,6 @@ def provenance_record(*, mode, weights_path, weights, forced, dtype, image_dir, 
         "num_failures": num_failures,
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
-
-
-def read_provenance(path):
-    """The provenance record of a feature file, or None when it has none (files made before it existed)."""
-    stored = open_feature_file(path)
-    record = stored.get(PROVENANCE_KEY) if isinstance(stored, dict) else None
-    return record if isinstance(record, dict) else None
 
 
 def unusable_path(path):

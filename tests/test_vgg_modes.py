@@ -239,7 +239,10 @@ def test_provenance_is_recorded_and_rebuilds_the_same_pipeline(tmp_path, caplog)
         "torch_version": str(torch.__version__)}
     assert record["image_dir"].endswith("ner_img") and record["date"][:2] == "20"
     assert all(isinstance(v, (str, int, float)) for v in record.values())
-    assert vgg.read_provenance(str(data_dir / "img_vgg_features.pt")) == record
+    stored = torch.load(data_dir / "img_vgg_features.pt", weights_only=True)  # the file as written, not via the reader
+    assert stored[image_features.PROVENANCE_KEY] == record
+    assert sorted(stored[image_features.IMAGE_IDS_KEY]) == ["a", "b"]  # the stacked layout, which opens in one read
+    assert stored[image_features.REGIONS_KEY].shape == (2, 49, 512)
     assert sorted(saved) == ["a", "b"]
 
     extractor = vgg.extractor_from_provenance(record, vgg_weights=checkpoint)
