@@ -4,9 +4,10 @@ import dataclasses
 import logging
 import math
 import time
+from collections import Counter
 
 import torch
-from seqeval.metrics.sequence_labeling import get_entities, precision_recall_fscore_support
+from seqeval.metrics.sequence_labeling import get_entities
 from tqdm import tqdm
 
 import as_released
@@ -143,25 +144,32 @@ def predict(model, examples, num_tweets, vocab, features, batch_size, device, pr
 
 
 def score(gold, predicted):
-    """Entity-level precision/recall/F1 (seqeval, conlleval rules) overall and per entity type, with counts. The
-    same numbers as seqeval's classification_report and precision/recall/f1_score, from two of its calls instead of
-    seven (each reads every entity of both sides again)."""
+    """Entity-level precision/recall/F1 (seqeval, conlleval rules) overall and per entity type, with counts: the
+    numbers of seqeval's classification_report and precision/recall/f1_score, float for float. The entities are
+    seqeval's, read once per side (its own report reads both sides again for every number); the counts are
+    divided as seqeval divides them (zero_division=0)."""
     gold_entities, predicted_entities = get_entities(gold), get_entities(predicted)
-    per_type, overall = {}, (0.0, 0.0, 0.0)
-    if gold_entities or predicted_entities:  # with neither, seqeval averages empty arrays (numpy warns)
-        types = sorted({name for name, _, _ in gold_entities + predicted_entities})  # seqeval's order of its rows
-        rows = zip(types, *precision_recall_fscore_support(gold, predicted, average=None, zero_division=0))
-        per_type = {name: {"precision": float(p), "recall": float(r), "f1": float(f), "support": int(support)}
-                    for name, p, r, f, support in rows}
-        overall = precision_recall_fscore_support(gold, predicted, average="micro", zero_division=0)[:3]
-    return {"precision": float(overall[0]),  # seqeval gives numpy floats
-            "recall": float(overall[1]),
-            "f1": float(overall[2]),
-            "per_type": per_type,
+    correct = set(gold_entities) & set(predicted_entities)  # (type, first, last) in the joined tweets: unique
+    gold_of, predicted_of, correct_of = (Counter(name for name, _, _ in entities)  # entity type -> count
+                                         for entities in (gold_entities, predicted_entities, correct))
+    per_type = {}
+    for name in sorted(gold_of | predicted_of):  # seqeval's order of its rows
+        p, r, f = prf(correct_of[name], predicted_of[name], gold_of[name])
+        per_type[name] = {"precision": p, "recall": r, "f1": f, "support": gold_of[name]}
+    precision, recall, f1 = prf(len(correct), len(predicted_entities), len(gold_entities))
+    return {"precision": precision, "recall": recall, "f1": f1, "per_type": per_type,
             "tweets": len(gold),
             "tokens": sum(len(tags) for tags in gold),
             "gold_entities": len(gold_entities),
             "predicted_entities": len(predicted_entities)}
+
+
+def prf(correct, predicted, gold):
+    """Precision, recall and F1 of `correct` entities among `predicted` and `gold` ones, 0 where a denominator is
+    0: seqeval's arithmetic, beta 1 (2 p r / (p + r)), with zero_division=0."""
+    precision = correct / predicted if predicted else 0.0
+    recall = correct / gold if gold else 0.0
+    return precision, recall, (2 * precision * recall / (precision + recall) if precision + recall else 0.0)
 
 
 def evaluate(model, split, vocab, features, batch_size, device, progress=True, released_scorer=False):

@@ -9,7 +9,7 @@ import shutil
 import pytest
 import torch
 from seqeval.metrics import classification_report, f1_score, precision_score, recall_score
-from seqeval.metrics.sequence_labeling import get_entities
+from seqeval.metrics.sequence_labeling import get_entities, precision_recall_fscore_support
 
 import data_loader as data
 import trainer
@@ -33,8 +33,9 @@ def test_reads_every_tweet_and_token(twitter2015_dir):
 
 @pytest.mark.parametrize("noise", [0.0, 0.05, 0.3])
 def test_score_gives_seqeval_report_and_scores_exactly(twitter2015_dir, noise):
-    """trainer.score makes two of seqeval's calls: its numbers are those of seqeval's classification_report and
-    precision/recall/f1_score, float for float, on the real test tags with some tags changed at random."""
+    """trainer.score reads seqeval's entities once per side: its numbers are those of seqeval's
+    classification_report and precision/recall/f1_score, float for float, on the real test tags with some tags
+    changed at random."""
     gold = [tweet.tags for tweet in data.read_tweets(os.path.join(twitter2015_dir, "test"))[0]]
     rng = random.Random(noise)
     tags = sorted({tag for tags in gold for tag in tags})
@@ -50,6 +51,23 @@ def test_score_gives_seqeval_report_and_scores_exactly(twitter2015_dir, noise):
     assert scores["gold_entities"] == len(get_entities(gold)) == 5215
     assert scores["predicted_entities"] == len(get_entities(predicted))
     assert (noise == 0.0) == (scores["f1"] == 1.0)
+
+
+@pytest.mark.parametrize("gold, predicted", [
+    ([["B-PER", "O"], ["O"]], [["O", "O"], ["O"]]),                     # nothing predicted
+    ([["O", "O"], ["O"]], [["B-LOC", "I-LOC"], ["B-PER"]]),             # nothing to find
+    ([["B-PER", "I-PER"], []], [["B-PER", "B-ORG"], []]),               # a type only predicted, an empty tweet
+    ([["I-MISC", "B-PER"], ["B-PER"]], [["B-MISC", "B-PER"], ["I-PER"]]),  # I- starts, entities across tweets
+])
+def test_score_matches_seqeval_where_a_count_is_zero(gold, predicted):
+    """The divisions by zero of a side without entities (of one type or of any) give seqeval's zero_division=0."""
+    scores = trainer.score(gold, predicted)
+    p, r, f, support = precision_recall_fscore_support(gold, predicted, average=None, zero_division=0)
+    names = sorted({name for name, _, _ in get_entities(gold) + get_entities(predicted)})
+    assert scores["per_type"] == {name: {"precision": p[i], "recall": r[i], "f1": f[i], "support": support[i]}
+                                  for i, name in enumerate(names)}
+    assert (scores["precision"], scores["recall"], scores["f1"]) == tuple(
+        precision_recall_fscore_support(gold, predicted, average="micro", zero_division=0)[:3])
 
 
 def test_train_subset_and_evaluate_everything(tmp_path, twitter2015_dir):
