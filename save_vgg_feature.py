@@ -237,4 +237,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    utils.run_script(main)

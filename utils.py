@@ -4,6 +4,7 @@ import argparse
 import contextlib
 import errno
 import fcntl
+import gc
 import glob
 import json
 import logging
@@ -260,6 +261,17 @@ def raise_terminated(signum, frame):
     """SIGTERM handler: raise Terminated where the program is, so that it stops as on Ctrl-C and its finally blocks
     run (temporaries removed, locks released). Python's default for SIGTERM ends the process on the spot."""
     raise Terminated()
+
+
+def run_script(main):
+    """Run a script's main() and exit with the code it returns. Python's cycle collector scans every object it
+    tracks at each full collection (a few in a run, ~0.2 s each once torch's modules are loaded) and once more at
+    exit (~1 s). What the imports made lives until the end, and at exit everything does: both are frozen out of the
+    scans (frozen objects are still freed at exit). A default run ends ~1.5 s sooner."""
+    gc.freeze()
+    exit_code = main()
+    gc.freeze()
+    sys.exit(exit_code)
 
 
 def interrupted_code(signal_name):

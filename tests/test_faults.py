@@ -76,6 +76,21 @@ def test_ctrl_c_during_training_keeps_best_checkpoint(tmp_path, tiny_data):
     assert not [name for name in os.listdir(model_dir) if name.endswith(".tmp")]
 
 
+def test_run_script_keeps_the_exit_code_and_freezes_what_the_collector_would_scan():
+    """utils.run_script (how main.py and save_vgg_feature.py run): the imports are frozen before main() runs, what
+    main() made is frozen before the exit, and main()'s code reaches the shell."""
+    script = ("import atexit, gc, sys; import torch, utils; "
+              "atexit.register(lambda: print('at exit', gc.get_freeze_count())); "
+              "made = []; "
+              "main = lambda: print('in main', gc.get_freeze_count()) or made.extend([] for _ in range(50_000)) or 7; "
+              "utils.run_script(main)")
+    done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 7, done.stderr
+    in_main, at_exit = (int(line.split()[-1]) for line in done.stdout.splitlines())
+    assert in_main > 100_000  # torch alone leaves over a hundred thousand tracked objects
+    assert at_exit > in_main + 49_000  # and main()'s 50,000 lists are frozen too (a few short-lived ones are gone)
+
+
 def strict_json(path):
     """The JSON at `path`, refusing NaN and infinities (json.dumps writes them by default; strict parsers do not)."""
     def refuse(constant):
