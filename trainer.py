@@ -148,6 +148,12 @@ def score(gold, predicted):
     numbers of seqeval's classification_report and precision/recall/f1_score, float for float. The entities are
     seqeval's, read once per side (its own report reads both sides again for every number); the counts are
     divided as seqeval divides them (zero_division=0)."""
+    if len(gold) != len(predicted):
+        raise ValueError(f"{len(gold)} tweets of gold tags but {len(predicted)} of predicted ones")
+    for tweet, (gold_tags, predicted_tags) in enumerate(zip(gold, predicted)):
+        if len(gold_tags) != len(predicted_tags):
+            raise ValueError(f"tweet {tweet}: {len(gold_tags)} gold tags but {len(predicted_tags)} predicted ones; "
+                             f"every gold token needs one prediction")
     gold_entities, predicted_entities = get_entities(gold), get_entities(predicted)
     correct = set(gold_entities) & set(predicted_entities)  # (type, first, last) in the joined tweets: unique
     gold_of, predicted_of, correct_of = (Counter(name for name, _, _ in entities)  # entity type -> count

@@ -70,6 +70,16 @@ def test_score_matches_seqeval_where_a_count_is_zero(gold, predicted):
         precision_recall_fscore_support(gold, predicted, average="micro", zero_division=0)[:3])
 
 
+@pytest.mark.parametrize("gold, predicted, message", [
+    ([["B-PER"], ["O"]], [["B-PER"]], "2 tweets of gold tags but 1 of predicted ones"),
+    ([["B-PER"], ["I-PER"]], [["B-PER"], ["I-PER", "O"]], "tweet 1: 1 gold tags but 2 predicted ones"),
+])
+def test_score_refuses_tags_that_do_not_pair_up(gold, predicted, message):
+    """As seqeval does: a missing or extra prediction would otherwise shift every entity after it."""
+    with pytest.raises(ValueError, match=message):
+        trainer.score(gold, predicted)
+
+
 def test_train_subset_and_evaluate_everything(tmp_path, twitter2015_dir):
     data_dir = tmp_path / "data"
     data_dir.mkdir()
