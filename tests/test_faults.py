@@ -78,15 +78,25 @@ def test_ctrl_c_during_training_keeps_best_checkpoint(tmp_path, tiny_data):
 
 def test_run_script_keeps_the_exit_code_and_freezes_what_the_collector_would_scan():
     """utils.run_script (how main.py and save_vgg_feature.py run): the imports are frozen before main() runs, what
-    main() made is frozen before the exit, and main()'s code reaches the shell."""
-    script = ("import atexit, gc, sys; import torch, utils; "
-              "atexit.register(lambda: print('at exit', gc.get_freeze_count())); "
-              "made = []; "
-              "main = lambda: print('in main', gc.get_freeze_count()) or made.extend([] for _ in range(50_000)) or 7; "
-              "utils.run_script(main)")
+    main() made is collected (its cycles' finalizers run) and then frozen before the exit, and main()'s code reaches
+    the shell."""
+    script = ("import atexit, gc, sys; import torch, utils\n"
+              "class Cycle:\n"
+              "    def __init__(self): self.me = self\n"
+              "    def __del__(self): print('cycle finalized')\n"
+              "atexit.register(lambda: print('at exit', gc.get_freeze_count()))\n"
+              "made = []\n"
+              "def main():\n"
+              "    print('in main', gc.get_freeze_count())\n"
+              "    made.extend([] for _ in range(50_000))\n"
+              "    Cycle()\n"  # garbage only the cycle collector frees
+              "    return 7\n"
+              "utils.run_script(main)\n")
     done = subprocess.run([sys.executable, "-c", script], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert done.returncode == 7, done.stderr
-    in_main, at_exit = (int(line.split()[-1]) for line in done.stdout.splitlines())
+    lines = done.stdout.splitlines()
+    assert "cycle finalized" in lines  # the cycles main() left are collected before the second freeze
+    in_main, at_exit = (int(line.split()[-1]) for line in lines if line != "cycle finalized")
     assert in_main > 100_000  # torch alone leaves over a hundred thousand tracked objects
     assert at_exit > in_main + 49_000  # and main()'s 50,000 lists are frozen too (a few short-lived ones are gone)
 
