@@ -72,17 +72,6 @@ print(json.dumps({"tweets_per_s": steps * batch_size / wall, "cpu_tweets_per_s":
 
 PER_IMAGE_FOLDER = "float16-per-image"  # bench.prepare's folder whose feature file has the per-image layout
 
-LAYOUT_WORKER = r"""
-import json, sys
-sys.path.insert(0, sys.argv[1])
-try:
-    import image_features
-    stacked = hasattr(image_features, "save_features")
-except ImportError:  # before the redesign, data_loader read the features (per-image layout)
-    stacked = False
-print(json.dumps({"stacked": stacked}))
-"""
-
 FULL_RUN_WORKER = r"""
 import json, os, sys, time
 code_dir, report = sys.argv[1], sys.argv[2]
@@ -120,8 +109,11 @@ def run_worker(script, code_dir, args):
 
 
 def data_folder(code_dir, work_dir):
-    """bench.prepare's float16 data folder in the feature layout the checkout in `code_dir` writes."""
-    stacked = run_worker(LAYOUT_WORKER, code_dir, [])["stacked"]
+    """bench.prepare's float16 data folder in the feature layout the checkout in `code_dir` writes: the stacked one
+    where its image_features.py defines save_features, the per-image one before (or with no image_features.py: the
+    code before the redesign, whose data_loader read the features)."""
+    source = os.path.join(code_dir, "image_features.py")
+    stacked = os.path.isfile(source) and "\ndef save_features(" in open(source, encoding="utf-8").read()
     return os.path.join(work_dir, "float16" if stacked else PER_IMAGE_FOLDER)
 
 

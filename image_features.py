@@ -162,8 +162,9 @@ def load_image_features(path, img_ids, require_some=True):
     """Open the features of `img_ids` in a torch file of (49, 512) or (512, 7, 7) tensors, float16 or float32: the
     stacked layout save_features writes, or a dict mapping each image id to its tensor (keys ints or strings,
     matched as strings). The reserved key `__provenance__` says how the file was made. Every feature used is
-    checked (shape, dtype, finite values). Ids with no feature get the zero row and are counted; when no id at all has a feature, the file is not this data's and that is an error (unless
-    `require_some` is False: new tweets to tag may all come without an image)."""
+    checked (shape, dtype, finite values). Ids with no feature get the zero row and are counted; when no id at all
+    has a feature, the file is not this data's and that is an error (unless `require_some` is False: new tweets to
+    tag may all come without an image)."""
     by_id, provenance = read_features(path)
     wanted = list(dict.fromkeys(img_ids))  # unique, first-seen order
     present = [img_id for img_id in wanted if img_id in by_id]
